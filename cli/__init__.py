@@ -1,0 +1,1 @@
+"""The ``tcvae-tf`` command line (installed as :mod:`tcvae_tf.cli`)."""

@@ -1,0 +1,126 @@
+"""Encoder and decoder networks for 64x64xC images.
+
+Three families, each a pair of ``keras.Sequential`` networks:
+
+- ``mlp``: the authors' dSprites networks. Encoder 4096-1200-1200-2D (ReLU);
+  decoder D-1200-1200-1200-4096 (tanh).
+- ``conv``: the authors' convolutional networks. Encoder conv 32, 32, 64, 64 (4x4,
+  stride 2, BatchNorm, ReLU), conv 512 (4x4 valid), 1x1 conv to 2D; decoder mirrored
+  with transposed convolutions 512 (1x1), 64 (4x4 valid), 64, 32, 32, C (4x4, stride 2).
+- ``burgess``: the community standard (Burgess et al. 2018; disentanglement_lib).
+  Encoder conv 32, 32, 64, 64 (4x4, stride 2, ReLU), dense 256, dense 2D; decoder
+  dense 256, dense 1024, reshape 4x4x64, transposed convs 64, 32, 32, C.
+
+Every encoder maps images [B, 64, 64, C] in [0, 1] to a tensor [B, 2D] whose first D
+columns are the posterior location and last D the log-scale; every decoder maps
+latents [B, D] to logits [B, 64, 64, C].
+
+References:
+  Chen, Li, Grosse, Duvenaud. Isolating Sources of Disentanglement in VAEs. NeurIPS 2018.
+  Burgess et al. Understanding disentangling in beta-VAE. 2018.
+"""
+
+import keras
+from keras import layers
+
+ARCHITECTURES = ("mlp", "conv", "burgess")
+IMAGE_SIZE = 64
+
+
+def _check(arch, image_shape):
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    if tuple(image_shape[:2]) != (IMAGE_SIZE, IMAGE_SIZE) or len(image_shape) != 3:
+        raise ValueError(f"architectures take 64x64xC images, got shape {tuple(image_shape)}")
+
+
+def _conv_bn_relu(filters, kernel_size, strides, padding):
+    return [
+        layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=False),
+        layers.BatchNormalization(),
+        layers.ReLU(),
+    ]
+
+
+def _deconv_bn_relu(filters, kernel_size, strides, padding):
+    return [
+        layers.Conv2DTranspose(filters, kernel_size, strides=strides, padding=padding,
+                               use_bias=False),
+        layers.BatchNormalization(),
+        layers.ReLU(),
+    ]
+
+
+def build_encoder(arch, latent_dim, image_shape=(64, 64, 1)):
+    """Builds the encoder network of an architecture family.
+
+    Args:
+      arch: one of ``ARCHITECTURES``.
+      latent_dim: number of latent dimensions D.
+      image_shape: (64, 64, C).
+
+    Returns:
+      A ``keras.Sequential`` mapping images [B, 64, 64, C] to [B, 2D]
+      (location, then log-scale).
+    """
+    _check(arch, image_shape)
+    image_shape = tuple(image_shape)
+    out = 2 * latent_dim
+    if arch == "mlp":
+        stack = [
+            layers.Flatten(),
+            layers.Dense(1200, activation="relu"),
+            layers.Dense(1200, activation="relu"),
+            layers.Dense(out),
+        ]
+    elif arch == "conv":
+        stack = []
+        for filters in (32, 32, 64, 64):
+            stack += _conv_bn_relu(filters, 4, 2, "same")  # 64 -> 32 -> 16 -> 8 -> 4
+        stack += _conv_bn_relu(512, 4, 1, "valid")  # 4 -> 1
+        stack += [layers.Conv2D(out, 1), layers.Flatten()]
+    else:  # burgess
+        stack = [
+            layers.Conv2D(filters, 4, strides=2, padding="same", activation="relu")
+            for filters in (32, 32, 64, 64)
+        ]
+        stack += [layers.Flatten(), layers.Dense(256, activation="relu"), layers.Dense(out)]
+    return keras.Sequential([keras.Input(image_shape), *stack], name=f"{arch}_encoder")
+
+
+def build_decoder(arch, latent_dim, image_shape=(64, 64, 1)):
+    """Builds the decoder network of an architecture family.
+
+    Args:
+      arch: one of ``ARCHITECTURES``.
+      latent_dim: number of latent dimensions D.
+      image_shape: (64, 64, C) of the images to produce.
+
+    Returns:
+      A ``keras.Sequential`` mapping latents [B, D] to logits [B, 64, 64, C].
+    """
+    _check(arch, image_shape)
+    image_shape = tuple(image_shape)
+    channels = image_shape[-1]
+    if arch == "mlp":
+        stack = [layers.Dense(1200, activation="tanh") for _ in range(3)]
+        stack += [layers.Dense(IMAGE_SIZE * IMAGE_SIZE * channels), layers.Reshape(image_shape)]
+    elif arch == "conv":
+        stack = [layers.Reshape((1, 1, latent_dim))]
+        stack += _deconv_bn_relu(512, 1, 1, "valid")
+        stack += _deconv_bn_relu(64, 4, 1, "valid")  # 1 -> 4
+        for filters in (64, 32, 32):
+            stack += _deconv_bn_relu(filters, 4, 2, "same")  # 4 -> 8 -> 16 -> 32
+        stack += [layers.Conv2DTranspose(channels, 4, strides=2, padding="same")]  # 32 -> 64
+    else:  # burgess
+        stack = [
+            layers.Dense(256, activation="relu"),
+            layers.Dense(1024, activation="relu"),
+            layers.Reshape((4, 4, 64)),
+        ]
+        stack += [
+            layers.Conv2DTranspose(filters, 4, strides=2, padding="same", activation="relu")
+            for filters in (64, 32, 32)  # 4 -> 8 -> 16 -> 32
+        ]
+        stack += [layers.Conv2DTranspose(channels, 4, strides=2, padding="same")]  # 32 -> 64
+    return keras.Sequential([keras.Input((latent_dim,)), *stack], name=f"{arch}_decoder")

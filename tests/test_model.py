@@ -1,0 +1,125 @@
+"""The Keras model: architectures, train/test steps, saving and reloading."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tcvae_tf import architectures
+from tcvae_tf.model import BetaTCVAE
+
+
+def _binary_images(n, seed=0):
+    rng = np.random.default_rng(seed)
+    # Blocky random images: a learnable structure, binary like dSprites.
+    coarse = rng.random((n, 8, 8, 1)) > 0.7
+    return np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2).astype("float32")
+
+
+@pytest.mark.parametrize("arch", architectures.ARCHITECTURES)
+def test_architectures_shapes(arch):
+    encoder = architectures.build_encoder(arch, 4, (64, 64, 2))
+    decoder = architectures.build_decoder(arch, 4, (64, 64, 2))
+    params = encoder(np.zeros((3, 64, 64, 2), "float32"))
+    logits = decoder(np.zeros((3, 4), "float32"))
+    assert params.shape == (3, 8)
+    assert logits.shape == (3, 64, 64, 2)
+
+
+def test_architecture_errors():
+    with pytest.raises(ValueError, match="unknown architecture 'resnet'; choose one of mlp"):
+        architectures.build_encoder("resnet", 4)
+    with pytest.raises(ValueError, match="64x64xC"):
+        architectures.build_decoder("mlp", 4, (32, 32, 1))
+
+
+def test_constructor_errors():
+    with pytest.raises(ValueError, match="unknown objective"):
+        BetaTCVAE(objective="factorvae")
+    with pytest.raises(ValueError, match="beta must be >= 0"):
+        BetaTCVAE(beta=-1.0)
+    with pytest.raises(ValueError, match="unknown estimator"):
+        BetaTCVAE(estimator="exact")
+
+
+def _fit(model, images, steps, batch_size=32):
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    dataset = tf.data.Dataset.from_tensor_slices(images).repeat().batch(batch_size)
+    return model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0).history
+
+
+@pytest.mark.parametrize("objective,estimator", [("tcvae", "mws"), ("tcvae", "mss"),
+                                                  ("betavae", "mws"), ("vae", "mws")])
+def test_training_lowers_the_loss(objective, estimator):
+    keras.utils.set_random_seed(1)
+    images = _binary_images(256)
+    model = BetaTCVAE(latent_dim=4, arch="burgess", objective=objective, estimator=estimator,
+                      beta=2.0, dataset_size=256)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    before = model.evaluate(images, batch_size=64, verbose=0, return_dict=True)
+    history = _fit(model, images, steps=60)
+    after = model.evaluate(images, batch_size=64, verbose=0, return_dict=True)
+    assert set(history) >= {"loss", "reconstruction", "kl", "mi", "tc", "dwkl"}
+    assert after["loss"] < 0.95 * before["loss"]
+    assert all(np.isfinite(v) for v in after.values())
+
+
+def test_terms_add_up_and_vae_ignores_beta():
+    keras.utils.set_random_seed(2)
+    images = _binary_images(64)
+    model = BetaTCVAE(latent_dim=3, arch="burgess", objective="vae", beta=9.0, dataset_size=64)
+    assert model.beta == 1.0
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    terms = model.loss_terms(images)
+    np.testing.assert_allclose(terms["loss"], terms["reconstruction"] + terms["kl"], rtol=1e-5)
+    np.testing.assert_allclose(terms["kl"], terms["mi"] + terms["tc"] + terms["dwkl"], rtol=1e-5)
+
+
+def test_analytic_kl_option():
+    keras.utils.set_random_seed(3)
+    images = _binary_images(32)
+    model = BetaTCVAE(latent_dim=3, arch="burgess", objective="betavae", kl="analytic",
+                      beta=4.0, dataset_size=32)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    terms = model.loss_terms(images)
+    loc, log_scale = model.encode(images)
+    expected = tf.reduce_mean(tf.reduce_sum(
+        0.5 * (tf.square(loc) + tf.exp(2 * log_scale) - 1.0) - log_scale, axis=-1))
+    np.testing.assert_allclose(terms["kl"], expected, rtol=1e-5)
+    np.testing.assert_allclose(terms["loss"], terms["reconstruction"] + 4.0 * terms["kl"],
+                               rtol=1e-5)
+
+
+def test_gradients_are_finite():
+    images = _binary_images(16)
+    model = BetaTCVAE(latent_dim=3, arch="mlp", estimator="mss", dataset_size=100)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    with tf.GradientTape() as tape:
+        loss = model.loss_terms(images, training=True)["loss"]
+    gradients = tape.gradient(loss, model.trainable_variables)
+    assert all(g is not None and np.all(np.isfinite(g)) for g in gradients)
+
+
+@pytest.mark.parametrize("arch", ["conv", "burgess"])
+def test_save_and_reload_give_identical_outputs(tmp_path, arch):
+    keras.utils.set_random_seed(4)
+    images = _binary_images(64)
+    model = BetaTCVAE(latent_dim=3, arch=arch, beta=6.0, gamma=0.5, dataset_size=64,
+                      estimator="mss", beta_warmup_steps=10)
+    _fit(model, images, steps=3)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    assert reloaded.get_config() == model.get_config()
+    for original, copy in zip(model.encode(images), reloaded.encode(images), strict=True):
+        np.testing.assert_array_equal(original.numpy(), copy.numpy())
+    latents = np.random.default_rng(0).normal(size=(5, 3)).astype("float32")
+    np.testing.assert_array_equal(model.decode(latents), reloaded.decode(latents))
+    assert int(reloaded.optimizer.iterations) == 3
+
+
+def test_config_round_trip():
+    model = BetaTCVAE(latent_dim=5, arch="burgess", objective="betavae", beta=3.0, kl="analytic",
+                      dataset_size=100, gamma_warmup_steps=7)
+    clone = BetaTCVAE.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
