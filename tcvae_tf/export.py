@@ -1,0 +1,215 @@
+"""SavedModel export of a trained model: an encoder and a decoder with named signatures.
+
+Each network becomes its own SavedModel, built from core TensorFlow ops only, so plain
+TensorFlow, ``saved_model_cli`` and TF Serving load it without any code of this package:
+
+```none
+encoder  signatures "serving_default" and "encode"
+  in   images     float32 [batch, 64, 64, C], pixel values in [0, 1]
+  out  mean       float32 [batch, D]   location of q(z|x) (the Normal's mean)
+       log_scale  float32 [batch, D]   log of the scale of q(z|x); for the Normal
+                                       posterior, scale = exp(log_scale) is the standard
+                                       deviation (NOT the log-variance)
+       sample     float32 [batch, D]   one draw z = mean + exp(log_scale) * eps,
+                                       eps ~ N(0, I) (Laplace(0, 1) for a Laplace posterior)
+decoder  signatures "serving_default" and "decode"
+  in   latents    float32 [batch, D]
+  out  logits     float32 [batch, 64, 64, C]   pre-sigmoid pixel logits
+       probs      float32 [batch, 64, 64, C]   sigmoid(logits): the mean image in [0, 1]
+```
+
+BatchNorm layers run in inference mode (moving statistics). A description of the
+signatures is also written into each SavedModel as ``assets.extra/signatures.json``
+(TensorFlow and TF Serving ignore ``assets.extra``).
+
+Example:
+
+```python
+from tcvae_tf import export, training
+
+model = training.load_model("runs/dsprites-tcvae-beta6-mlp-seed0")
+export.export_model(model, "out/encoder/1", "out/decoder/1")
+```
+"""
+
+import json
+import os
+
+ENCODER_SIGNATURE = "encode"
+DECODER_SIGNATURE = "decode"
+SIGNATURE_KEYS = {"encoder": ("serving_default", ENCODER_SIGNATURE),
+                  "decoder": ("serving_default", DECODER_SIGNATURE)}
+ENCODER_INPUT = "images"
+ENCODER_OUTPUTS = ("mean", "log_scale", "sample")
+DECODER_INPUT = "latents"
+DECODER_OUTPUTS = ("logits", "probs")
+DESCRIPTION_FILE = os.path.join("assets.extra", "signatures.json")
+
+
+def posterior_description(posterior="normal"):
+    """Says in words how the encoder's outputs parameterise q(z|x).
+
+    Args:
+      posterior: the model's posterior family, "normal" or "laplace".
+
+    Returns:
+      A JSON-ready dict (stored in the model card and in each SavedModel).
+    """
+    if posterior == "normal":
+        return {
+            "family": "normal",
+            "mean": "mean of q(z|x) = Normal(mean, exp(log_scale))",
+            "log_scale": "log of the standard deviation of q(z|x) "
+                         "(not the log-variance: variance = exp(2 * log_scale))",
+            "sample": "mean + exp(log_scale) * eps, eps ~ Normal(0, I)",
+        }
+    return {
+        "family": posterior,
+        "mean": f"location (and mean) of q(z|x) = {posterior.capitalize()}(mean, "
+                "exp(log_scale))",
+        "log_scale": f"log of the scale of the {posterior.capitalize()} posterior",
+        "sample": f"mean + exp(log_scale) * eps, eps ~ {posterior.capitalize()}(0, 1) "
+                  "per dimension",
+    }
+
+
+def signature_description(latent_dim, image_shape, posterior="normal"):
+    """The inputs and outputs of both SavedModels, as a JSON-ready dict.
+
+    Args:
+      latent_dim: D.
+      image_shape: (64, 64, C).
+      posterior: "normal" or "laplace".
+
+    Returns:
+      {"encoder": {...}, "decoder": {...}, "posterior": {...}} with, per network, the
+      signature keys and every input/output's dtype, shape (None = any batch size) and
+      meaning.
+    """
+    image_shape = [int(s) for s in image_shape]
+    latents = [None, int(latent_dim)]
+    images = [None, *image_shape]
+    meaning = posterior_description(posterior)
+    return {
+        "encoder": {
+            "signatures": list(SIGNATURE_KEYS["encoder"]),
+            "inputs": {ENCODER_INPUT: {"dtype": "float32", "shape": images,
+                                       "meaning": "images, pixel values in [0, 1]"}},
+            "outputs": {name: {"dtype": "float32", "shape": latents, "meaning": meaning[name]}
+                        for name in ENCODER_OUTPUTS},
+        },
+        "decoder": {
+            "signatures": list(SIGNATURE_KEYS["decoder"]),
+            "inputs": {DECODER_INPUT: {"dtype": "float32", "shape": latents,
+                                       "meaning": "latent codes z"}},
+            "outputs": {
+                "logits": {"dtype": "float32", "shape": images,
+                           "meaning": "pre-sigmoid pixel logits of p(x|z)"},
+                "probs": {"dtype": "float32", "shape": images,
+                          "meaning": "sigmoid(logits), the mean image in [0, 1]"},
+            },
+        },
+        "posterior": meaning,
+    }
+
+
+def _standard_noise(shape, posterior):
+    """eps [shape] from the posterior's standard family, drawn afresh on every call.
+
+    The raw ops with seed = seed2 = 0 ignore any global seed set at export time, so a
+    loaded SavedModel does not replay one fixed noise sequence.
+    """
+    import tensorflow as tf
+
+    if posterior == "normal":
+        return tf.raw_ops.RandomStandardNormal(shape=shape, dtype=tf.float32, seed=0, seed2=0)
+    # Laplace(0, 1) is the difference of two independent Exponential(1) draws, and
+    # -log(1 - u) with u ~ Uniform[0, 1) is Exponential(1) (and always finite).
+    def exponential():
+        uniform = tf.raw_ops.RandomUniform(shape=shape, dtype=tf.float32, seed=0, seed2=0)
+        return -tf.math.log1p(-uniform)
+
+    return exponential() - exponential()
+
+
+def export_model(model, encoder_dir, decoder_dir):
+    """Writes a model's encoder and decoder as two SavedModels.
+
+    The folders must not exist yet (or be empty); they are written by
+    ``keras.export.ExportArchive`` with explicit input specs and hold no custom ops.
+
+    Args:
+      model: a ``BetaTCVAE`` (anything with ``encode``, ``decode``, ``encoder``,
+        ``decoder``, ``latent_dim``, ``image_shape`` and ``posterior``).
+      encoder_dir: folder of the encoder SavedModel.
+      decoder_dir: folder of the decoder SavedModel.
+
+    Returns:
+      The signature description written into both SavedModels (see
+      ``signature_description``).
+    """
+    import keras
+    import tensorflow as tf
+
+    for folder in (encoder_dir, decoder_dir):
+        if os.path.exists(folder) and (not os.path.isdir(folder) or os.listdir(folder)):
+            raise FileExistsError(f"{folder} already exists; refusing to overwrite it")
+    posterior = getattr(model, "posterior", "normal")
+    image_shape = tuple(int(s) for s in model.image_shape)
+    latent_dim = int(model.latent_dim)
+    description = signature_description(latent_dim, image_shape, posterior)
+
+    def encode(images):
+        mean, log_scale = model.encode(images, training=False)
+        noise = _standard_noise(tf.shape(mean), posterior)
+        return {"mean": mean, "log_scale": log_scale, "sample": mean + tf.exp(log_scale) * noise}
+
+    def decode(latents):
+        logits = model.decode(latents, training=False)
+        return {"logits": logits, "probs": tf.sigmoid(logits)}
+
+    networks = (
+        (model.encoder, encoder_dir, ENCODER_SIGNATURE, encode,
+         tf.TensorSpec([None, *image_shape], tf.float32, name=ENCODER_INPUT), "encoder"),
+        (model.decoder, decoder_dir, DECODER_SIGNATURE, decode,
+         tf.TensorSpec([None, latent_dim], tf.float32, name=DECODER_INPUT), "decoder"),
+    )
+    for network, folder, endpoint, fn, spec, kind in networks:
+        archive = keras.export.ExportArchive()
+        archive.track(network)
+        # The first endpoint is also exported as "serving_default".
+        archive.add_endpoint(endpoint, fn, input_signature=[spec])
+        archive.write_out(folder, verbose=False)
+        extra = os.path.join(folder, DESCRIPTION_FILE)
+        os.makedirs(os.path.dirname(extra), exist_ok=True)
+        with open(extra, "w") as handle:
+            json.dump({"network": kind, **description[kind], "posterior": description["posterior"]},
+                      handle, indent=2)
+            handle.write("\n")
+    return description
+
+
+def export_run(run_dir, encoder_dir, decoder_dir):
+    """Exports the final model (``model.keras``) of a training run folder.
+
+    Args:
+      run_dir: a run folder written by ``tcvae_tf.training.train``.
+      encoder_dir: folder of the encoder SavedModel.
+      decoder_dir: folder of the decoder SavedModel.
+
+    Returns:
+      The loaded Keras model that was exported.
+    """
+    model = load_run_model(run_dir)
+    export_model(model, encoder_dir, decoder_dir)
+    return model
+
+
+def load_run_model(run_dir):
+    """Loads ``RUN/model.keras``; a run without a final model raises FileNotFoundError."""
+    from tcvae_tf import training
+
+    path = os.path.join(run_dir, training.MODEL_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist (has the run finished training?)")
+    return training.load_model(run_dir)

@@ -1,0 +1,769 @@
+"""The model zoo: published encoders and decoders in TF Serving's layout, with model cards.
+
+```none
+ROOT/index.json                        {"format": 1, "models": {NAME: {"versions": [1, 2],
+                                        "latest": 2, ...summary of the latest version}}}
+ROOT/NAME/card.json                    {"format": 1, "name": NAME, "versions": {"1": {...}}}
+ROOT/NAME/encoder/<version>/saved_model.pb, variables/, assets.extra/signatures.json
+ROOT/NAME/decoder/<version>/...
+```
+
+A card entry records, per version, the dataset and its source, the full training
+config (the run's config.json), the metrics (the run's metrics.json, if any), library
+versions, the date, parameter counts, latent_dim, image_shape, the posterior
+parameterisation (``log_scale`` is the log of the posterior's standard deviation) and
+the sha256 of every file of both SavedModels. Versions are integers and a published
+version is never overwritten; new versions are built in a temporary folder inside
+ROOT and renamed into place, and card/index are replaced atomically.
+
+The root is, in order: the ``root`` argument, ``$TCVAE_TF_ZOO``, the repository's
+``zoo/`` folder (next to the ``tcvae_tf`` package), ``./zoo``.
+
+Example:
+
+```python
+from tcvae_tf import zoo
+
+encoder = zoo.load_encoder("dsprites-btcvae-b6")        # latest version
+out = encoder(images)                                   # float32 [B, 64, 64, 1] in [0, 1]
+out["mean"], out["log_scale"], out["sample"]            # each [B, D]
+images = zoo.load_decoder("dsprites-btcvae-b6")(out["mean"])["probs"]
+```
+
+Importing this module does not import TensorFlow.
+"""
+
+import contextlib
+import datetime
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from tcvae_tf import export
+
+INDEX_FILE = "index.json"
+CARD_FILE = "card.json"
+FORMAT = 1
+NETWORKS = ("encoder", "decoder")
+ENV_VAR = "TCVAE_TF_ZOO"
+METRICS_FILE = "metrics.json"
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_TMP_PREFIX = ".tmp-"
+
+
+class ZooError(LookupError):
+    """An unknown model name or version; the message lists what the zoo holds."""
+
+
+# -- locations and registry files ---------------------------------------------------------
+
+
+def default_root():
+    """The zoo folder used when none is given.
+
+    Returns:
+      ``Path``: ``$TCVAE_TF_ZOO`` if set, else the repository's ``zoo/`` folder (next to
+      the ``tcvae_tf`` package directory) if it exists, else ``./zoo``.
+    """
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    import tcvae_tf
+
+    repository_zoo = Path(tcvae_tf.__file__).resolve().parents[1] / "zoo"
+    if repository_zoo.is_dir():
+        return repository_zoo
+    return Path("zoo")
+
+
+def resolve_root(root=None):
+    """``Path(root)``, or ``default_root()`` when root is None."""
+    return Path(root) if root is not None else default_root()
+
+
+def _read_json(path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+
+
+def _write_text(path, text):
+    """Writes through a temporary file and a rename; the file is world-readable (0644)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX, suffix=path.name)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def _write_json(path, data):
+    _write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_index(root=None):
+    """Reads ``ROOT/index.json``.
+
+    Args:
+      root: zoo folder (default: ``default_root()``).
+
+    Returns:
+      ``{"format": 1, "models": {name: {"versions": [...], "latest": int, ...}}}``; an
+      empty registry when the zoo or its index does not exist yet.
+    """
+    path = resolve_root(root) / INDEX_FILE
+    if not path.is_file():
+        return {"format": FORMAT, "models": {}}
+    index = _read_json(path)
+    if not isinstance(index, dict) or not isinstance(index.get("models"), dict):
+        raise ValueError(f"{path} has no \"models\" mapping")
+    return index
+
+
+def _describe_names(root, index):
+    names = sorted(index["models"])
+    if not names:
+        return f"the zoo at {root} is empty"
+    return f"the zoo at {root} holds: {', '.join(names)}"
+
+
+def _index_entry(name, root):
+    index = read_index(root)
+    entry = index["models"].get(name)
+    if entry is None:
+        listing = _describe_names(resolve_root(root), index)
+        raise ZooError(f"unknown model {name!r}; {listing}")
+    return entry
+
+
+def list_models(root=None):
+    """Lists the published models.
+
+    Args:
+      root: zoo folder (default: ``default_root()``).
+
+    Returns:
+      A list (sorted by name) of dicts ``{name, versions, latest, path, dataset,
+      objective, beta, arch, latent_dim, date, mig}`` (the summary fields describe the
+      latest version; missing ones are None).
+    """
+    root = resolve_root(root)
+    rows = []
+    for name, entry in sorted(read_index(root)["models"].items()):
+        row = {"name": name, "versions": list(entry.get("versions", [])),
+               "latest": entry.get("latest"), "path": str(root / name)}
+        for key in ("dataset", "objective", "beta", "arch", "latent_dim", "date", "mig"):
+            row[key] = entry.get(key)
+        rows.append(row)
+    return rows
+
+
+def resolve_version(name, version=None, root=None):
+    """The version number to use for ``name``.
+
+    Args:
+      name: model name.
+      version: an integer version, or None for the latest.
+      root: zoo folder (default: ``default_root()``).
+
+    Returns:
+      int.
+
+    Raises:
+      ZooError: unknown name or version (the message lists what exists).
+    """
+    entry = _index_entry(name, root)
+    versions = [int(v) for v in entry.get("versions", [])]
+    if not versions:
+        raise ZooError(f"model {name!r} has no published versions")
+    if version is None:
+        return max(versions)
+    if int(version) not in versions:
+        listed = ", ".join(str(v) for v in sorted(versions))
+        raise ZooError(f"model {name!r} has no version {version}; published versions: {listed}")
+    return int(version)
+
+
+def read_card(name, root=None):
+    """Reads a model's card.
+
+    Args:
+      name: model name.
+      root: zoo folder (default: ``default_root()``).
+
+    Returns:
+      ``{"format": 1, "name": name, "versions": {"1": entry, ...}}``; an entry holds
+      ``dataset``, ``config`` (the run's config.json), ``metrics``, ``library_versions``,
+      ``date``, ``parameters``, ``latent_dim``, ``image_shape``, ``posterior``,
+      ``signatures``, ``paths`` and ``files`` (path relative to ROOT/NAME -> sha256).
+
+    Raises:
+      ZooError: unknown name.
+    """
+    root = resolve_root(root)
+    _index_entry(name, root)
+    path = root / name / CARD_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing (model {name!r} is listed in the index)")
+    return _read_json(path)
+
+
+def card_entry(name, version=None, root=None):
+    """The card entry of one version (default: the latest).
+
+    Args:
+      name: model name.
+      version: int or None.
+      root: zoo folder.
+
+    Returns:
+      The version's dict from ``read_card(name)["versions"]``.
+    """
+    version = resolve_version(name, version, root)
+    card = read_card(name, root)
+    entry = card.get("versions", {}).get(str(version))
+    if entry is None:
+        path = resolve_root(root) / name / CARD_FILE
+        raise ValueError(f"{path} has no entry for version {version}")
+    return entry
+
+
+def saved_model_path(name, network, version=None, root=None):
+    """``ROOT/NAME/<network>/<version>`` of a published SavedModel (network: encoder/decoder)."""
+    if network not in NETWORKS:
+        raise ValueError(f"unknown network {network!r}; choose one of {', '.join(NETWORKS)}")
+    version = resolve_version(name, version, root)
+    return resolve_root(root) / name / network / str(version)
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+class SavedModelFunction:
+    """A published SavedModel signature as a Python callable.
+
+    Calling it with one array (numpy or tensor) returns the signature's dict of tensors.
+    Float inputs of another precision are cast to float32; inputs of another kind or
+    shape raise a ValueError naming what the signature expects.
+
+    Attributes:
+      name, version, network: what was loaded.
+      path: the SavedModel folder.
+      saved_model: the object returned by ``tf.saved_model.load``.
+      input_name: "images" or "latents".
+      input_shape: the signature's input shape, e.g. [None, 64, 64, 1].
+      output_names: e.g. ("log_scale", "mean", "sample").
+    """
+
+    def __init__(self, name, version, network, path, saved_model, signature_key):
+        self.name = name
+        self.version = version
+        self.network = network
+        self.path = Path(path)
+        self.saved_model = saved_model
+        self.function = saved_model.signatures[signature_key]
+        (self.input_name, spec), = self.function.structured_input_signature[1].items()
+        self.input_shape = spec.shape.as_list()
+        self.output_names = tuple(sorted(self.function.structured_outputs))
+
+    def __call__(self, inputs):
+        import tensorflow as tf
+
+        tensor = tf.convert_to_tensor(inputs)
+        if tensor.dtype.is_floating and tensor.dtype != tf.float32:
+            tensor = tf.cast(tensor, tf.float32)
+        expected = ["batch" if size is None else size for size in self.input_shape]
+        if tensor.dtype != tf.float32:
+            raise ValueError(f"{self.name} v{self.version} {self.network} takes float32 "
+                             f"{self.input_name} {expected}, got {tensor.dtype.name}"
+                             + (" (scale images to [0, 1] first)"
+                                if self.input_name == export.ENCODER_INPUT else ""))
+        if not tf.TensorShape(self.input_shape).is_compatible_with(tensor.shape):
+            raise ValueError(f"{self.name} v{self.version} {self.network} takes "
+                             f"{self.input_name} of shape {expected}, got {tensor.shape.as_list()}")
+        return self.function(**{self.input_name: tensor})
+
+    def __repr__(self):
+        return (f"SavedModelFunction({self.name!r}, version={self.version}, "
+                f"network={self.network!r}, path={str(self.path)!r})")
+
+
+def _load(name, network, signature_key, version, root):
+    import tensorflow as tf
+
+    version = resolve_version(name, version, root)
+    path = saved_model_path(name, network, version, root)
+    if not (path / "saved_model.pb").is_file():
+        raise FileNotFoundError(f"{path / 'saved_model.pb'} is missing")
+    return SavedModelFunction(name, version, network, path, tf.saved_model.load(str(path)),
+                              signature_key)
+
+
+def load_encoder(name, version=None, root=None):
+    """Loads a published encoder.
+
+    Args:
+      name: model name, e.g. "dsprites-btcvae-b6".
+      version: int, or None for the latest.
+      root: zoo folder (default: ``default_root()``).
+
+    Returns:
+      A callable: images float32 [B, 64, 64, C] in [0, 1] (numpy or tensor) ->
+      ``{"mean", "log_scale", "sample"}``, tensors [B, D]; ``log_scale`` is the log of
+      the posterior's standard deviation.
+
+    Raises:
+      ZooError: unknown name or version.
+    """
+    return _load(name, "encoder", export.ENCODER_SIGNATURE, version, root)
+
+
+def load_decoder(name, version=None, root=None):
+    """Loads a published decoder.
+
+    Args:
+      name: model name.
+      version: int, or None for the latest.
+      root: zoo folder (default: ``default_root()``).
+
+    Returns:
+      A callable: latents float32 [B, D] -> ``{"logits", "probs"}``, tensors
+      [B, 64, 64, C] (``probs = sigmoid(logits)``).
+
+    Raises:
+      ZooError: unknown name or version.
+    """
+    return _load(name, "decoder", export.DECODER_SIGNATURE, version, root)
+
+
+def encoder_layer(name, version=None, root=None, trainable=False):
+    """A published encoder as a Keras layer for downstream models.
+
+    Args:
+      name: model name.
+      version: int, or None for the latest.
+      root: zoo folder (default: ``default_root()``).
+      trainable: fine-tune the encoder's weights (default: frozen).
+
+    Returns:
+      ``keras.layers.TFSMLayer`` (endpoint "serving_default") mapping images
+      [B, 64, 64, C] to the dict ``{"mean", "log_scale", "sample"}``, each [B, D].
+
+    Example:
+
+    ```python
+    images = keras.Input((64, 64, 1))
+    latents = zoo.encoder_layer("dsprites-btcvae-b6")(images)["mean"]
+    logits = keras.layers.Dense(3)(latents)
+    head = keras.Model(images, logits)
+    ```
+    """
+    import keras
+
+    path = saved_model_path(name, "encoder", version, root)
+    return keras.layers.TFSMLayer(str(path), call_endpoint="serving_default",
+                                  trainable=trainable)
+
+
+# -- publishing -------------------------------------------------------------------------
+
+
+def _check_name(name):
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+        raise ValueError(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-' "
+                         f"(starting with a letter or digit), at most 100 characters")
+
+
+def _on_disk_versions(model_dir):
+    versions = set()
+    for network in NETWORKS:
+        folder = model_dir / network
+        if folder.is_dir():
+            versions.update(int(entry.name) for entry in folder.iterdir()
+                            if entry.name.isdigit())
+    return versions
+
+
+def _card_versions(model_dir):
+    path = model_dir / CARD_FILE
+    if not path.is_file():
+        return set()
+    return {int(v) for v in _read_json(path).get("versions", {})}
+
+
+def _taken_versions(name, root):
+    entry = read_index(root)["models"].get(name, {})
+    model_dir = root / name
+    return ({int(v) for v in entry.get("versions", [])} | _on_disk_versions(model_dir)
+            | _card_versions(model_dir))
+
+
+def _check_free(name, version, root):
+    taken = _taken_versions(name, root)
+    if version in taken:
+        raise FileExistsError(
+            f"{name} version {version} is already published in {root}; versions are never "
+            f"overwritten (next free version: {max(taken) + 1})")
+
+
+@contextlib.contextmanager
+def _locked(root):
+    """Serialises publishers of one zoo (an advisory lock on the root folder)."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock
+        yield
+        return
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def sha256_file(path, chunk_size=1 << 20):
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_checksums(folder, prefix):
+    """{prefix/relative/path: sha256} for every file under ``folder``."""
+    sums = {}
+    for directory, _, files in sorted(os.walk(folder)):
+        for file_name in sorted(files):
+            path = Path(directory) / file_name
+            relative = path.relative_to(folder).as_posix()
+            sums[f"{prefix}/{relative}"] = sha256_file(path)
+    return sums
+
+
+def _scalar_metric(metrics, keys=("mig_sampling", "mig_histogram", "mig")):
+    """A headline MIG number for listings, if the metrics hold one."""
+    for key in keys:
+        value = (metrics or {}).get(key)
+        if isinstance(value, dict):
+            value = value.get("mig", value.get("value"))
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def _card_entry(model, run_dir, config, metrics, version, description, files):
+    from tcvae_tf.training import library_versions
+
+    def count(network):
+        return {"total": int(network.count_params()),
+                "trainable": sum(math.prod(v.shape) for v in network.trainable_variables)}
+
+    encoder, decoder = count(model.encoder), count(model.decoder)
+    model_config = model.get_config()
+    return {
+        "version": version,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "run": os.path.basename(os.path.abspath(run_dir)),
+        "dataset": config.get("data"),
+        "config": config,
+        "metrics": metrics,
+        "library_versions": {"export": library_versions(),
+                             "training": config.get("library_versions")},
+        "model": {key: model_config.get(key) for key in (
+            "arch", "objective", "alpha", "beta", "gamma", "estimator", "dataset_size",
+            "posterior", "prior", "likelihood", "kl")},
+        "model_config": model_config,
+        "parameters": {"encoder": encoder, "decoder": decoder,
+                       "total": encoder["total"] + decoder["total"]},
+        "latent_dim": int(model.latent_dim),
+        "image_shape": [int(s) for s in model.image_shape],
+        "posterior": description["posterior"],
+        "signatures": {network: description[network] for network in NETWORKS},
+        "paths": {network: f"{network}/{version}" for network in NETWORKS},
+        "files": files,
+    }
+
+
+def _index_summary(entry):
+    model = entry.get("model", {})
+    dataset = entry.get("dataset") or {}
+    return {"dataset": dataset.get("name"), "objective": model.get("objective"),
+            "beta": model.get("beta"), "arch": model.get("arch"),
+            "latent_dim": entry.get("latent_dim"), "date": entry.get("date"),
+            "mig": _scalar_metric(entry.get("metrics"))}
+
+
+def publish(run_dir, name, version=None, root=None):
+    """Exports a training run into the zoo as ``name`` (a new version).
+
+    Builds both SavedModels in a temporary folder inside ROOT, renames them to
+    ``ROOT/NAME/{encoder,decoder}/<version>``, then rewrites ``card.json`` and
+    ``index.json`` atomically. An existing version is never touched.
+
+    Args:
+      run_dir: a finished run folder (``model.keras`` and ``config.json``; its
+        ``metrics.json`` is copied into the card when present).
+      name: model name, e.g. "dsprites-btcvae-b6".
+      version: a positive integer, or None for the next free one.
+      root: zoo folder (default: ``default_root()``); created if missing.
+
+    Returns:
+      The published version (int).
+
+    Raises:
+      FileExistsError: the version is already published.
+      FileNotFoundError: the run has no model.keras / config.json.
+      ValueError: invalid name or version.
+    """
+    from tcvae_tf import training
+
+    _check_name(name)
+    root = resolve_root(root)
+    if version is not None:
+        if isinstance(version, bool) or int(version) != version or version < 1:
+            raise ValueError(f"version must be a positive integer, got {version!r}")
+        version = int(version)
+        _check_free(name, version, root)
+    config_path = Path(run_dir) / training.CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} does not exist (not a run folder)")
+    config = _read_json(config_path)
+    metrics_path = Path(run_dir) / METRICS_FILE
+    metrics = _read_json(metrics_path) if metrics_path.is_file() else None
+    model = export.load_run_model(run_dir)
+
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{name}-", dir=root))
+    try:
+        description = export.export_model(model, staging / "encoder", staging / "decoder")
+        with _locked(root):
+            if version is None:
+                version = max(_taken_versions(name, root), default=0) + 1
+            _check_free(name, version, root)
+            files = {}
+            for network in NETWORKS:
+                files.update(_file_checksums(staging / network, f"{network}/{version}"))
+            entry = _card_entry(model, run_dir, config, metrics, version, description, files)
+            _install(root, name, version, staging, entry)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return version
+
+
+def _install(root, name, version, staging, entry):
+    """Renames the staged SavedModels into place and registers them; undone on failure."""
+    model_dir = root / name
+    card_path = model_dir / CARD_FILE
+    old_card = card_path.read_text() if card_path.is_file() else None
+    moved = []
+    created = [folder for folder in (model_dir, *(model_dir / n for n in NETWORKS))
+               if not folder.exists()]
+    try:
+        for network in NETWORKS:
+            (model_dir / network).mkdir(parents=True, exist_ok=True)
+            target = model_dir / network / str(version)
+            os.rename(staging / network, target)
+            moved.append((target, staging / network))
+        card = (json.loads(old_card) if old_card is not None
+                else {"format": FORMAT, "name": name, "versions": {}})
+        card["versions"][str(version)] = entry
+        card["versions"] = dict(sorted(card["versions"].items(), key=lambda kv: int(kv[0])))
+        _write_json(card_path, card)
+        index = read_index(root)
+        index.setdefault("format", FORMAT)
+        versions = sorted(set(index["models"].get(name, {}).get("versions", [])) | {version})
+        index["models"][name] = {"versions": versions, "latest": max(versions),
+                                 **_index_summary(card["versions"][str(max(versions))])}
+        index["models"] = dict(sorted(index["models"].items()))
+        _write_json(root / INDEX_FILE, index)
+    except BaseException:
+        for target, origin in reversed(moved):
+            os.rename(target, origin)
+        if old_card is None:
+            card_path.unlink(missing_ok=True)
+        else:
+            _write_text(card_path, old_card)
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    return version
+
+
+# -- checking and serving ---------------------------------------------------------------
+
+
+def _check_signatures(saved_model, network, entry, label):
+    """Problems with a loaded SavedModel's signatures (names, shapes, a call on zeros)."""
+    import tensorflow as tf
+
+    problems = []
+    latent_dim, image_shape = entry.get("latent_dim"), entry.get("image_shape")
+    if network == "encoder":
+        input_name, input_shape = export.ENCODER_INPUT, [None, *image_shape]
+        outputs = {name: [None, latent_dim] for name in export.ENCODER_OUTPUTS}
+    else:
+        input_name, input_shape = export.DECODER_INPUT, [None, latent_dim]
+        outputs = {name: [None, *image_shape] for name in export.DECODER_OUTPUTS}
+    for key in export.SIGNATURE_KEYS[network]:
+        if key not in saved_model.signatures:
+            problems.append(f"{label}: signature {key!r} is missing")
+            continue
+        function = saved_model.signatures[key]
+        inputs = function.structured_input_signature[1]
+        if list(inputs) != [input_name] or inputs[input_name].shape.as_list() != input_shape:
+            problems.append(f"{label}: signature {key!r} takes "
+                            f"{ {k: v.shape.as_list() for k, v in inputs.items()} }, "
+                            f"expected {input_name} {input_shape}")
+            continue
+        got = function(**{input_name: tf.zeros([2, *input_shape[1:]], tf.float32)})
+        for name, shape in outputs.items():
+            if name not in got:
+                problems.append(f"{label}: signature {key!r} has no output {name!r}")
+            elif got[name].shape.as_list() != [2, *shape[1:]]:
+                problems.append(f"{label}: signature {key!r} output {name!r} has shape "
+                                f"{got[name].shape.as_list()[1:]} per example, expected "
+                                f"{shape[1:]}")
+            elif not bool(tf.reduce_all(tf.math.is_finite(got[name]))):
+                problems.append(f"{label}: signature {key!r} output {name!r} is not finite")
+    return problems
+
+
+def _verify_model(name, entry_in_index, root, load):
+    import tensorflow as tf
+
+    problems = []
+    model_dir = root / name
+    card_path = model_dir / CARD_FILE
+    if not card_path.is_file():
+        return [f"{name}: {card_path} is missing"]
+    try:
+        card = _read_json(card_path)
+    except ValueError as error:
+        return [f"{name}: {error}"]
+    card_versions = {int(v) for v in card.get("versions", {})}
+    index_versions = {int(v) for v in entry_in_index.get("versions", [])}
+    for version in sorted(index_versions - card_versions):
+        problems.append(f"{name}: version {version} is in {INDEX_FILE} but not in {card_path}")
+    for version in sorted(card_versions - index_versions):
+        problems.append(f"{name}: version {version} is in {card_path} but not in {INDEX_FILE}")
+    for network in NETWORKS:
+        folder = model_dir / network
+        on_disk = {int(p.name) for p in folder.iterdir() if p.name.isdigit()} if folder.is_dir() \
+            else set()
+        for version in sorted(on_disk - index_versions):
+            problems.append(f"{name}: {folder / str(version)} is not listed in {INDEX_FILE}")
+    for version in sorted(index_versions & card_versions):
+        entry = card["versions"][str(version)]
+        files = entry.get("files", {})
+        for network in NETWORKS:
+            label = f"{name} v{version} {network}"
+            folder = model_dir / network / str(version)
+            if not folder.is_dir():
+                problems.append(f"{label}: {folder} is missing")
+                continue
+            prefix = f"{network}/{version}/"
+            listed = {path for path in files if path.startswith(prefix)}
+            damaged = []
+            if not listed:
+                damaged.append(f"{label}: {card_path} lists no files for {folder}")
+            for relative in sorted(listed):
+                path = model_dir / relative
+                if not path.is_file():
+                    damaged.append(f"{label}: {path} is missing")
+                elif sha256_file(path) != files[relative]:
+                    damaged.append(f"{label}: {path} is damaged (sha256 differs from the card)")
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                if path.relative_to(model_dir).as_posix() not in listed:
+                    damaged.append(f"{label}: {path} is not listed in the card")
+            problems.extend(damaged)
+            if damaged or not load:
+                continue
+            try:
+                saved_model = tf.saved_model.load(str(folder))
+                problems.extend(_check_signatures(saved_model, network, entry, label))
+            except Exception as error:  # any load failure is a problem to report
+                message = str(error).strip().splitlines()
+                problems.append(f"{label}: {folder} does not load: "
+                                f"{message[0] if message else type(error).__name__}")
+    return problems
+
+
+def verify(name=None, root=None, load=True):
+    """Checks published models: registry consistency, checksums, loading and signatures.
+
+    Args:
+      name: one model, or None for every model in the index.
+      root: zoo folder (default: ``default_root()``).
+      load: also load each SavedModel and call its signatures on a zero batch.
+
+    Returns:
+      A list of one-line problems (empty: everything is fine); a damaged or missing
+      file is named by its path.
+
+    Raises:
+      ZooError: ``name`` is not in the index.
+    """
+    root = resolve_root(root)
+    try:
+        index = read_index(root)
+    except ValueError as error:
+        return [str(error)]
+    if name is not None:
+        names = [name]
+        _index_entry(name, root)
+    else:
+        names = sorted(index["models"])
+    problems = []
+    if name is None and root.is_dir():
+        for folder in sorted(root.iterdir()):
+            if (folder.name not in index["models"] and not folder.name.startswith(".")
+                    and any((folder / network).is_dir() for network in NETWORKS)):
+                problems.append(f"{folder.name}: {folder} is not listed in {INDEX_FILE}")
+    for model_name in names:
+        problems.extend(_verify_model(model_name, index["models"][model_name], root, load))
+    return problems
+
+
+def serving_config(root=None, base_path_prefix=None, all_versions=False):
+    """A TF Serving ``models.config`` (text proto) serving every published model.
+
+    Args:
+      root: zoo folder (default: ``default_root()``).
+      base_path_prefix: write base paths under this folder instead of the zoo's
+        absolute path, e.g. "/models" when the zoo is mounted there in a container.
+      all_versions: serve every version (default: TF Serving serves the latest).
+
+    Returns:
+      The text of the config: one entry ``NAME-encoder`` / ``NAME-decoder`` per model,
+      ``base_path`` = ``<root or prefix>/NAME/<network>``, platform "tensorflow".
+    """
+    root = resolve_root(root)
+    base = str(base_path_prefix) if base_path_prefix else str(root.resolve())
+    lines = ["model_config_list {"]
+    for model_name in sorted(read_index(root)["models"]):
+        for network in NETWORKS:
+            base_path = f"{base.rstrip('/')}/{model_name}/{network}"
+            lines += ["  config {",
+                      f'    name: "{model_name}-{network}"',
+                      f'    base_path: "{base_path}"',
+                      '    model_platform: "tensorflow"']
+            if all_versions:
+                lines.append("    model_version_policy { all {} }")
+            lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"

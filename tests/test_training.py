@@ -1,0 +1,132 @@
+"""Training runs end to end on the small dSprites grid: artefacts, resume, faults, CLI."""
+
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tcvae_tf import training
+from tcvae_tf.cli.main import cli
+from tcvae_tf.training import TrainConfig, TrainingError, fit_plan
+
+
+def _config(tmp_path, **overrides):
+    settings = dict(dataset="dsprites-small", arch="burgess", latent_dim=3, batch_size=32,
+                    steps=6, checkpoint_every=4, out=str(tmp_path / "run"))
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def _history_steps(run_dir):
+    with open(os.path.join(run_dir, training.HISTORY_FILE)) as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+@pytest.mark.parametrize("start,total,every,expected", [
+    (0, 10, 4, [(0, 2, 4, 0), (2, 3, 2, 8)]),
+    (0, 8, 4, [(0, 2, 4, 0)]),
+    (5, 10, 4, [(1, 2, 3, 5), (2, 3, 2, 8)]),
+    (3, 20, 4, [(0, 1, 1, 3), (1, 5, 4, 4)]),
+    (10, 10, 4, []),
+])
+def test_fit_plan_covers_every_step_once(start, total, every, expected):
+    plan = fit_plan(start, total, every)
+    assert plan == expected
+    assert sum((epochs - first) * steps for first, epochs, steps, _ in plan) == total - start
+
+
+def test_run_folder_holds_every_artefact(tmp_path):
+    run_dir = training.train(_config(tmp_path), verbose=0, echo=lambda _: None)
+    for name in (training.CONFIG_FILE, training.HISTORY_FILE, training.CHECKPOINT_FILE,
+                 training.MODEL_FILE, training.SAMPLES_FILE):
+        assert os.path.getsize(os.path.join(run_dir, name)) > 0, name
+    assert os.listdir(os.path.join(run_dir, "tensorboard"))
+    record = json.load(open(os.path.join(run_dir, training.CONFIG_FILE)))
+    assert record["train"]["beta"] == 6.0
+    assert record["data"]["name"] == "dsprites-small"
+    assert record["data"]["source"] == "rendered"
+    assert record["library_versions"]["tensorflow"]
+    with open(os.path.join(run_dir, training.HISTORY_FILE)) as handle:
+        rows = list(csv.DictReader(handle))
+    assert {"loss", "reconstruction", "kl", "mi", "tc", "dwkl"} <= set(rows[0])
+    model = training.load_model(run_dir)
+    assert int(model.optimizer.iterations) == 6
+
+
+def test_resume_continues_the_step_count(tmp_path):
+    config = _config(tmp_path, steps=4)
+    run_dir = training.train(config, verbose=0, echo=lambda _: None)
+    messages = []
+    training.train(_config(tmp_path, steps=10), resume=True, verbose=0, echo=messages.append)
+    assert any("resuming" in m and "step 4" in m for m in messages)
+    model = keras.models.load_model(os.path.join(run_dir, training.CHECKPOINT_FILE))
+    assert int(model.optimizer.iterations) == 10
+    assert _history_steps(run_dir) == [0, 1, 2]
+    stored = json.load(open(os.path.join(run_dir, training.CONFIG_FILE)))
+    assert stored["train"]["steps"] == 10
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    training.train(_config(tmp_path, steps=2), verbose=0, echo=lambda _: None)
+    with pytest.raises(TrainingError, match="already holds a run; use --resume"):
+        training.train(_config(tmp_path, steps=2), verbose=0, echo=lambda _: None)
+    training.train(_config(tmp_path, steps=3), overwrite=True, verbose=0, echo=lambda _: None)
+    assert int(training.load_model(str(tmp_path / "run")).optimizer.iterations) == 3
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    from tcvae_tf.model import BetaTCVAE
+
+    original = BetaTCVAE.loss_terms
+
+    def poisoned(self, images, training=False):
+        terms = original(self, images, training=training)
+        step = self.optimizer.iterations
+        import tensorflow as tf
+
+        bad = tf.where(step >= 5, tf.constant(float("nan")), 0.0)
+        return {**terms, "loss": terms["loss"] + bad}
+
+    monkeypatch.setattr(BetaTCVAE, "loss_terms", poisoned)
+    with pytest.raises(TrainingError, match="non-finite loss .* at step 6"):
+        training.train(_config(tmp_path, steps=8), verbose=0, echo=lambda _: None)
+    checkpoint = keras.models.load_model(str(tmp_path / "run" / training.CHECKPOINT_FILE))
+    assert int(checkpoint.optimizer.iterations) == 4
+    assert all(np.all(np.isfinite(w)) for w in checkpoint.get_weights())
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"beta": -1.0}, "beta must be >= 0"),
+    ({"arch": "resnet"}, "unknown arch 'resnet'; choose one of mlp, conv, burgess"),
+    ({"objective": "factorvae"}, "unknown objective"),
+    ({"estimator": "mss", "batch_size": 1}, "MSS estimator needs a batch size of at least 2"),
+])
+def test_bad_settings_are_one_line_errors(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        training.train(_config(tmp_path, **overrides), verbose=0)
+
+
+def test_cli_trains_and_reports_errors(tmp_path):
+    runner = CliRunner()
+    out = str(tmp_path / "cli-run")
+    result = runner.invoke(cli, ["train", "dsprites-small", "--arch", "burgess", "--latent-dim",
+                                 "3", "--batch-size", "32", "--steps", "3", "--out", out,
+                                 "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert os.path.isfile(os.path.join(out, training.MODEL_FILE))
+
+    again = runner.invoke(cli, ["train", "dsprites-small", "--steps", "3", "--out", out])
+    assert again.exit_code == 1
+    assert "already holds a run" in again.output
+    assert "Traceback" not in again.output
+
+    unknown = runner.invoke(cli, ["train", "mnist"])
+    assert unknown.exit_code == 1
+    assert "unknown dataset 'mnist'; choose one of" in unknown.output
+    mss = runner.invoke(cli, ["train", "dsprites-small", "--estimator", "mss", "--batch-size",
+                              "1", "--out", str(tmp_path / "x")])
+    assert mss.exit_code == 1 and "at least 2" in mss.output

@@ -1,0 +1,429 @@
+"""The model zoo: publishing, cards, loading, verification, serving config and the CLI."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+from tcvae_tf import zoo
+from tcvae_tf.cli.main import cli
+from tcvae_tf.model import BetaTCVAE
+
+REPOSITORY_ZOO = Path(__file__).resolve().parents[1] / "zoo"
+NAME = "tiny-btcvae"
+LATENT_DIM = 3
+METRICS = {"mig_sampling": {"mig": 0.25, "per_factor": [0.1, 0.4]},
+           "elbo_decomposition": {"tc": 1.5}}
+
+
+def make_run(folder, seed=0):
+    """A finished run folder with a tiny trained burgess model, config.json and metrics.json."""
+    keras.utils.set_random_seed(seed)
+    model = BetaTCVAE(latent_dim=LATENT_DIM, arch="burgess", dataset_size=64, beta=6)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    images = np.random.default_rng(seed).random((64, 64, 64, 1)).round().astype("float32")
+    model.fit(images, batch_size=16, epochs=1, verbose=0)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "model.keras")
+    config = {
+        "train": {"dataset": "dsprites-small", "objective": "tcvae", "beta": 6.0,
+                  "arch": "burgess", "latent_dim": LATENT_DIM, "batch_size": 16, "lr": 1e-3,
+                  "epochs": 1, "steps": None, "seed": seed},
+        "data": {"name": "dsprites-small", "source": "rendered", "path": None,
+                 "num_images": 64, "image_shape": [64, 64, 1],
+                 "factor_names": ["shape", "scale", "orientation", "pos_x", "pos_y"],
+                 "factor_sizes": [3, 6, 40, 32, 32]},
+        "library_versions": {"tensorflow": tf.__version__},
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "metrics.json").write_text(json.dumps(METRICS))
+    return model
+
+
+def snapshot(root):
+    """{relative path: sha256} of every file under a folder."""
+    return {path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(Path(root).rglob("*")) if path.is_file()}
+
+
+def check_published_model(root, name):
+    """Asserts that a listed model's card is complete and every version verifies."""
+    card = zoo.read_card(name, root)
+    assert card["name"] == name
+    listed = next(row for row in zoo.list_models(root) if row["name"] == name)
+    assert sorted(int(v) for v in card["versions"]) == listed["versions"]
+    for version, entry in card["versions"].items():
+        assert entry["version"] == int(version)
+        for key in ("dataset", "config", "library_versions", "date", "parameters",
+                    "latent_dim", "image_shape", "posterior", "signatures", "files"):
+            assert entry.get(key) is not None, f"{name} v{version}: card has no {key}"
+        assert "standard deviation" in entry["posterior"]["log_scale"]
+    problems = zoo.verify(name, root)
+    assert problems == [], "\n".join(problems)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """(zoo root, run folder, Keras model) with the run published as NAME version 1."""
+    base = tmp_path_factory.mktemp("zoo-base")
+    run_dir = base / "run"
+    model = make_run(run_dir)
+    root = base / "zoo"
+    assert zoo.publish(run_dir, NAME, root=root) == 1
+    return root, run_dir, model
+
+
+@pytest.fixture
+def zoo_copy(published, tmp_path):
+    root, run_dir, model = published
+    copy = tmp_path / "zoo"
+    shutil.copytree(root, copy)
+    return copy, run_dir, model
+
+
+# -- publishing and cards ---------------------------------------------------------------
+
+
+def test_publish_writes_tf_serving_layout(published):
+    root, _, _ = published
+    for network in ("encoder", "decoder"):
+        folder = root / NAME / network / "1"
+        assert (folder / "saved_model.pb").is_file()
+        assert (folder / "variables" / "variables.index").is_file()
+    assert not [p for p in root.iterdir() if p.name.startswith(".tmp")]
+    assert sorted(p.name for p in root.iterdir()) == ["index.json", NAME]
+
+
+def test_card_records_run_metrics_parameters_and_checksums(published):
+    root, run_dir, model = published
+    entry = zoo.read_card(NAME, root)["versions"]["1"]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert entry["config"] == config
+    assert entry["dataset"] == config["data"]
+    assert entry["metrics"] == METRICS
+    assert entry["latent_dim"] == LATENT_DIM
+    assert entry["image_shape"] == [64, 64, 1]
+    assert entry["model"]["objective"] == "tcvae" and entry["model"]["beta"] == 6.0
+    assert entry["posterior"]["family"] == "normal"
+    assert "standard deviation" in entry["posterior"]["log_scale"]
+    assert entry["parameters"]["encoder"]["total"] == model.encoder.count_params()
+    assert entry["parameters"]["decoder"]["total"] == model.decoder.count_params()
+    assert entry["parameters"]["total"] == (model.encoder.count_params()
+                                            + model.decoder.count_params())
+    assert entry["library_versions"]["export"]["tensorflow"] == tf.__version__
+    assert entry["library_versions"]["training"] == config["library_versions"]
+    on_disk = {path: digest for path, digest in snapshot(root / NAME).items()
+               if path.startswith(("encoder/", "decoder/"))}
+    assert entry["files"] == on_disk
+    assert any(path.startswith("encoder/1/variables/") for path in on_disk)
+    assert entry["signatures"]["encoder"]["outputs"]["sample"]["shape"] == [None, LATENT_DIM]
+
+
+def test_list_models_and_resolve_version(published):
+    root, _, _ = published
+    (row,) = zoo.list_models(root)
+    assert row["name"] == NAME and row["versions"] == [1] and row["latest"] == 1
+    assert row["dataset"] == "dsprites-small" and row["latent_dim"] == LATENT_DIM
+    assert row["mig"] == pytest.approx(0.25)
+    assert zoo.resolve_version(NAME, root=root) == 1
+    assert zoo.resolve_version(NAME, 1, root=root) == 1
+
+
+def test_unknown_name_or_version_lists_what_exists(published, tmp_path):
+    root, _, _ = published
+    with pytest.raises(zoo.ZooError, match=f"unknown model 'nope'.*holds: {NAME}"):
+        zoo.load_encoder("nope", root=root)
+    with pytest.raises(LookupError, match="no version 7; published versions: 1"):
+        zoo.resolve_version(NAME, 7, root=root)
+    with pytest.raises(zoo.ZooError, match="no version 2"):
+        zoo.load_decoder(NAME, 2, root=root)
+    with pytest.raises(zoo.ZooError, match="is empty"):
+        zoo.read_card(NAME, tmp_path / "empty")
+    assert zoo.list_models(tmp_path / "empty") == []
+
+
+def test_publish_rejects_bad_names_and_versions(published, tmp_path):
+    _, run_dir, _ = published
+    with pytest.raises(ValueError, match="invalid model name"):
+        zoo.publish(run_dir, "../escape", root=tmp_path)
+    with pytest.raises(ValueError, match="positive integer"):
+        zoo.publish(run_dir, NAME, version=0, root=tmp_path)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        zoo.publish(tmp_path, NAME, root=tmp_path / "zoo")
+    assert not (tmp_path / "zoo").exists()
+
+
+def test_existing_version_is_never_overwritten(zoo_copy):
+    root, run_dir, _ = zoo_copy
+    before = snapshot(root)
+    with pytest.raises(FileExistsError, match=f"{NAME} version 1 is already published"):
+        zoo.publish(run_dir, NAME, version=1, root=root)
+    assert snapshot(root) == before
+    assert sorted(p.name for p in root.iterdir()) == ["index.json", NAME]
+
+
+def test_next_version_and_a_failed_publish_changes_nothing(zoo_copy, monkeypatch):
+    root, run_dir, _ = zoo_copy
+    before = snapshot(root)
+    write_json = zoo._write_json
+
+    def failing_index_write(path, data):
+        if Path(path).name == zoo.INDEX_FILE:
+            raise OSError("disk full")
+        write_json(path, data)
+
+    monkeypatch.setattr(zoo, "_write_json", failing_index_write)
+    with pytest.raises(OSError, match="disk full"):
+        zoo.publish(run_dir, NAME, root=root)
+    assert snapshot(root) == before
+    assert sorted(p.name for p in root.iterdir()) == ["index.json", NAME]
+    with pytest.raises(OSError, match="disk full"):
+        zoo.publish(run_dir, "new-model", root=root)
+    assert snapshot(root) == before
+    assert sorted(p.name for p in root.iterdir()) == ["index.json", NAME]
+    monkeypatch.setattr(zoo, "_write_json", write_json)
+    assert zoo.publish(run_dir, NAME, root=root) == 2
+    (row,) = zoo.list_models(root)
+    assert row["versions"] == [1, 2] and row["latest"] == 2
+    assert zoo.load_encoder(NAME, root=root).version == 2
+    assert sorted(zoo.read_card(NAME, root)["versions"]) == ["1", "2"]
+    assert zoo.verify(root=root) == []
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+def test_loaded_encoder_and_decoder_match_the_keras_model(published):
+    root, _, model = published
+    rng = np.random.default_rng(5)
+    images = rng.random((6, 64, 64, 1)).round().astype("float32")
+    latents = rng.normal(size=(6, LATENT_DIM))  # float64: cast to float32
+    encoder = zoo.load_encoder(NAME, root=root)
+    decoder = zoo.load_decoder(NAME, 1, root=root)
+    encoded = encoder(images)
+    assert set(encoded) == {"mean", "log_scale", "sample"}
+    assert isinstance(encoded["mean"], tf.Tensor)
+    mean, log_scale = model.encode(images)
+    np.testing.assert_allclose(encoded["mean"].numpy(), mean.numpy(), atol=1e-5)
+    np.testing.assert_allclose(encoded["log_scale"].numpy(), log_scale.numpy(), atol=1e-5)
+    decoded = decoder(latents)
+    logits = model.decode(latents.astype("float32")).numpy()
+    np.testing.assert_allclose(decoded["logits"].numpy(), logits, atol=1e-5)
+    np.testing.assert_allclose(decoded["probs"].numpy(), 1 / (1 + np.exp(-logits)), atol=1e-5)
+    assert encoder.input_shape == [None, 64, 64, 1]
+    assert decoder.output_names == ("logits", "probs")
+
+
+def test_loaded_encoder_rejects_wrong_dtype_and_shape(published):
+    root, _, _ = published
+    encoder = zoo.load_encoder(NAME, root=root)
+    with pytest.raises(ValueError, match=r"float32 images \['batch', 64, 64, 1\], got uint8"):
+        encoder(np.zeros((2, 64, 64, 1), np.uint8))
+    with pytest.raises(ValueError, match=r"shape \['batch', 64, 64, 1\], got \[2, 32, 32, 1\]"):
+        encoder(np.zeros((2, 32, 32, 1), np.float32))
+
+
+def test_encoder_layer_inside_a_keras_model(published):
+    root, _, _ = published
+    keras.utils.set_random_seed(0)
+    images = keras.Input((64, 64, 1))
+    latents = zoo.encoder_layer(NAME, root=root)(images)["mean"]
+    head = keras.layers.Dense(2)
+    classifier = keras.Model(images, head(latents))
+    assert len(classifier.trainable_weights) == 2  # only the head's kernel and bias
+    batch = np.random.default_rng(6).random((8, 64, 64, 1)).astype("float32")
+    mean = zoo.load_encoder(NAME, root=root)(batch)["mean"].numpy()
+    before = classifier.predict(batch, verbose=0)
+    kernel, bias = (w.numpy() for w in head.weights)
+    np.testing.assert_allclose(before, mean @ kernel + bias, atol=1e-5)
+    classifier.compile(optimizer=keras.optimizers.SGD(0.1),
+                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    classifier.fit(batch, np.arange(8) % 2, epochs=1, verbose=0)
+    # The frozen encoder still gives the same latents.
+    np.testing.assert_allclose(zoo.load_encoder(NAME, root=root)(batch)["mean"].numpy(), mean,
+                               atol=1e-6)
+    assert not np.allclose(head.weights[0].numpy(), kernel)
+
+
+# -- verification and serving -------------------------------------------------------------
+
+
+def test_verify_and_the_check_pass_on_a_good_zoo(published):
+    root, _, _ = published
+    assert zoo.verify(root=root) == []
+    assert zoo.verify(NAME, root) == []
+    check_published_model(root, NAME)
+    with pytest.raises(zoo.ZooError, match="unknown model"):
+        zoo.verify("nope", root)
+
+
+def test_corrupted_variable_file_is_named(zoo_copy):
+    root, _, _ = zoo_copy
+    damaged = root / NAME / "encoder" / "1" / "variables" / "variables.data-00000-of-00001"
+    content = bytearray(damaged.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(content))
+    problems = zoo.verify(root=root)
+    assert len(problems) == 1
+    assert str(damaged) in problems[0] and "damaged" in problems[0]
+    with pytest.raises(AssertionError, match="damaged"):
+        check_published_model(root, NAME)
+    result = CliRunner().invoke(cli, ["zoo", "verify", "--zoo-root", str(root)])
+    assert result.exit_code == 1
+    assert str(damaged) in result.output
+    assert "Error: 1 problem(s)" in result.output
+
+
+def test_missing_and_unlisted_files_are_named(zoo_copy):
+    root, _, _ = zoo_copy
+    missing = root / NAME / "decoder" / "1" / "saved_model.pb"
+    missing.unlink()
+    extra = root / NAME / "encoder" / "1" / "variables" / "stray.bin"
+    extra.write_bytes(b"x")
+    stray_version = root / NAME / "encoder" / "5"
+    stray_version.mkdir()
+    stray_model = root / "unlisted" / "encoder" / "1"
+    stray_model.mkdir(parents=True)
+    problems = zoo.verify(root=root)
+    assert len(problems) == 4, problems
+    listing = "\n".join(problems)
+    assert f"{missing} is missing" in listing
+    assert f"{extra} is not listed in the card" in listing
+    assert f"{stray_version} is not listed in index.json" in listing
+    assert f"{root / 'unlisted'} is not listed in index.json" in listing
+
+
+def test_verify_loads_each_saved_model(zoo_copy):
+    root, _, _ = zoo_copy
+    # A broken graph whose checksum was updated in the card: only the load catches it.
+    broken = root / NAME / "decoder" / "1" / "saved_model.pb"
+    broken.write_bytes(b"not a saved model")
+    card_path = root / NAME / "card.json"
+    card = json.loads(card_path.read_text())
+    card["versions"]["1"]["files"]["decoder/1/saved_model.pb"] = hashlib.sha256(
+        broken.read_bytes()).hexdigest()
+    card_path.write_text(json.dumps(card))
+    (problem,) = zoo.verify(root=root)
+    assert f"{NAME} v1 decoder" in problem and "does not load" in problem
+    assert zoo.verify(root=root, load=False) == []
+
+
+def test_serving_config_lists_every_network(published):
+    root, _, _ = published
+    text = zoo.serving_config(root)
+    assert text.count("config {") == 2
+    assert f'name: "{NAME}-encoder"' in text and f'name: "{NAME}-decoder"' in text
+    assert f'base_path: "{(root / NAME / "encoder").resolve()}"' in text
+    assert text.count('model_platform: "tensorflow"') == 2
+    assert text.count("{") == text.count("}")
+    prefixed = zoo.serving_config(root, base_path_prefix="/models/", all_versions=True)
+    assert f'base_path: "/models/{NAME}/decoder"' in prefixed
+    assert prefixed.count("model_version_policy { all {} }") == 2
+    assert zoo.serving_config(root / "missing") == "model_config_list {\n}\n"
+
+
+def test_default_root(monkeypatch, tmp_path):
+    monkeypatch.setenv(zoo.ENV_VAR, str(tmp_path))
+    assert zoo.default_root() == tmp_path
+    monkeypatch.delenv(zoo.ENV_VAR)
+    expected = REPOSITORY_ZOO if REPOSITORY_ZOO.is_dir() else Path("zoo")
+    assert zoo.default_root() == expected
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+def test_cli_round_trip(zoo_copy):
+    root, run_dir, _ = zoo_copy
+    runner = CliRunner()
+    result = runner.invoke(cli, ["export", str(run_dir), "--name", "cli-model",
+                                 "--zoo-root", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "published cli-model version 1" in result.output
+
+    before = snapshot(root)
+    again = runner.invoke(cli, ["export", str(run_dir), "--name", "cli-model", "--version", "1",
+                                "--zoo-root", str(root)])
+    assert again.exit_code == 1
+    assert again.output.strip().splitlines() == [
+        f"Error: cli-model version 1 is already published in {root}; versions are never "
+        "overwritten (next free version: 2)"]
+    assert snapshot(root) == before
+
+    listing = runner.invoke(cli, ["zoo", "--zoo-root", str(root), "list"])
+    assert listing.exit_code == 0
+    assert [line.split()[0] for line in listing.output.splitlines()] == [
+        "NAME", "cli-model", NAME]
+    as_json = runner.invoke(cli, ["zoo", "list", "--json"], env={"TCVAE_TF_ZOO": str(root)})
+    assert [row["name"] for row in json.loads(as_json.output)] == ["cli-model", NAME]
+
+    shown = runner.invoke(cli, ["zoo", "show", "cli-model", "--zoo-root", str(root)])
+    assert shown.exit_code == 0, shown.output
+    assert "cli-model version 1" in shown.output and "standard deviation" in shown.output
+    assert "mig_sampling.mig=0.25" in shown.output
+    shown_json = runner.invoke(cli, ["zoo", "show", NAME, "--version", "1", "--json",
+                                     "--zoo-root", str(root)])
+    assert json.loads(shown_json.output)["latent_dim"] == LATENT_DIM
+
+    verified = runner.invoke(cli, ["zoo", "verify", "cli-model", "--zoo-root", str(root)])
+    assert verified.exit_code == 0, verified.output
+    assert "ok: 1 model(s)" in verified.output
+
+    config = runner.invoke(cli, ["zoo", "serving-config", "--base-path-prefix", "/models",
+                                 "--zoo-root", str(root)])
+    assert config.exit_code == 0
+    assert config.output == zoo.serving_config(root, base_path_prefix="/models")
+    assert 'base_path: "/models/cli-model/encoder"' in config.output
+
+
+def test_cli_errors_are_one_line(published, tmp_path):
+    root, _, _ = published
+    runner = CliRunner()
+    for args, message in (
+            (["zoo", "show", "nope"], f"Error: unknown model 'nope'; the zoo at {root} holds: "
+                                      f"{NAME}"),
+            (["zoo", "show", NAME, "--version", "3"],
+             f"Error: model '{NAME}' has no version 3; published versions: 1"),
+            (["zoo", "verify", "nope"], "Error: unknown model 'nope'")):
+        result = runner.invoke(cli, [*args[:1], "--zoo-root", str(root), *args[1:]])
+        assert result.exit_code == 1
+        (line,) = result.output.strip().splitlines()
+        assert line.startswith(message)
+    empty = runner.invoke(cli, ["zoo", "list", "--zoo-root", str(tmp_path)])
+    assert empty.output.strip() == f"no models in {tmp_path}"
+    no_model = runner.invoke(cli, ["export", str(tmp_path), "--name", "x", "--zoo-root",
+                                   str(tmp_path / "zoo")])
+    assert no_model.exit_code == 1
+    assert len(no_model.output.strip().splitlines()) == 1 and "config.json" in no_model.output
+
+
+# -- the repository's zoo -------------------------------------------------------------------
+
+
+def _repository_names():
+    if not (REPOSITORY_ZOO / zoo.INDEX_FILE).is_file():
+        return []
+    return sorted(json.loads((REPOSITORY_ZOO / zoo.INDEX_FILE).read_text())["models"])
+
+
+def test_repository_index_is_valid():
+    path = REPOSITORY_ZOO / zoo.INDEX_FILE
+    assert path.is_file(), f"{path} is missing"
+    index = json.loads(path.read_text())
+    assert isinstance(index["models"], dict)
+    for name, entry in index["models"].items():
+        versions = entry["versions"]
+        assert versions and all(isinstance(v, int) and v >= 1 for v in versions), name
+        assert entry["latest"] == max(versions), name
+        assert (REPOSITORY_ZOO / name / zoo.CARD_FILE).is_file(), name
+
+
+@pytest.mark.parametrize("name", _repository_names())
+def test_repository_zoo_model(name):
+    check_published_model(REPOSITORY_ZOO, name)
