@@ -222,6 +222,16 @@ def _set_precision(precision):
         keras.mixed_precision.set_global_policy("float32")
 
 
+def _append_history(path, step, logs):
+    """Appends one row (the step and the window's mean loss terms) to the history CSV."""
+    names = sorted(logs)
+    new_file = not os.path.isfile(path) or os.path.getsize(path) == 0
+    with open(path, "a") as handle:
+        if new_file:
+            handle.write(",".join(["step", *names]) + "\n")
+        handle.write(",".join([str(step), *(f"{float(logs[n]):.6g}" for n in names)]) + "\n")
+
+
 def _make_callbacks(run_dir, model, log_every, start_step, total_steps):
     import keras
     import numpy as np
@@ -243,9 +253,9 @@ def _make_callbacks(run_dir, model, log_every, start_step, total_steps):
 
         def on_epoch_end(self, epoch, logs=None):
             atomic_save_model(self.model, os.path.join(run_dir, CHECKPOINT_FILE))
+            _append_history(os.path.join(run_dir, HISTORY_FILE), self.step, logs or {})
 
     return Guard(), [
-        keras.callbacks.CSVLogger(os.path.join(run_dir, HISTORY_FILE), append=True),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"),
                                     update_freq=max(1, min(100, log_every))),
     ]

@@ -23,7 +23,7 @@ def _config(tmp_path, **overrides):
 
 def _history_steps(run_dir):
     with open(os.path.join(run_dir, training.HISTORY_FILE)) as handle:
-        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+        return [int(row["step"]) for row in csv.DictReader(handle)]
 
 
 @pytest.mark.parametrize("start,total,every,expected", [
@@ -65,7 +65,7 @@ def test_resume_continues_the_step_count(tmp_path):
     assert any("resuming" in m and "step 4" in m for m in messages)
     model = keras.models.load_model(os.path.join(run_dir, training.CHECKPOINT_FILE))
     assert int(model.optimizer.iterations) == 10
-    assert _history_steps(run_dir) == [0, 1, 2]
+    assert _history_steps(run_dir) == [4, 8, 10]
     stored = json.load(open(os.path.join(run_dir, training.CONFIG_FILE)))
     assert stored["train"]["steps"] == 10
 
@@ -130,3 +130,23 @@ def test_cli_trains_and_reports_errors(tmp_path):
     mss = runner.invoke(cli, ["train", "dsprites-small", "--estimator", "mss", "--batch-size",
                               "1", "--out", str(tmp_path / "x")])
     assert mss.exit_code == 1 and "at least 2" in mss.output
+
+
+def test_interrupt_saves_a_checkpoint_and_resume_finishes(tmp_path, monkeypatch):
+    calls = []
+    original = training._append_history
+
+    def interrupt_after_first_window(path, step, logs):
+        original(path, step, logs)
+        calls.append(step)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_append_history", interrupt_after_first_window)
+    with pytest.raises(TrainingError, match="interrupted at step 4; checkpoint saved"):
+        training.train(_config(tmp_path, steps=8), verbose=0, echo=lambda _: None)
+    monkeypatch.setattr(training, "_append_history", original)
+    run_dir = str(tmp_path / "run")
+    assert not os.path.exists(os.path.join(run_dir, training.MODEL_FILE))
+    training.train(_config(tmp_path, steps=8), resume=True, verbose=0, echo=lambda _: None)
+    assert int(training.load_model(run_dir).optimizer.iterations) == 8
+    assert _history_steps(run_dir) == [4, 8]
