@@ -1,0 +1,133 @@
+"""``tcvae-tf evaluate``: a thin shell over :func:`tcvae_tf.evaluation.evaluate`."""
+
+import os
+
+import click
+
+from tcvae_tf import evaluation
+
+
+class StageProgress:
+    """One progress bar per stage on stderr; called as progress(stage, done, total)."""
+
+    LABELS = {"encode": "encoding", "decode": "log-likelihood", "mig_sampling": "sampling MIG",
+              "elbo": "ELBO decomposition", "sort latents": "sorting latents"}
+
+    def __init__(self, enabled=True):
+        self.enabled = enabled
+        self.bar = None
+        self.stage = None
+        self.done = 0
+
+    def __call__(self, stage, done, total):
+        if not self.enabled:
+            return
+        if stage != self.stage or self.bar is None:
+            self.close()
+            self.bar = click.progressbar(length=total, label=f"{self.LABELS.get(stage, stage):<18}",
+                                         file=click.get_text_stream("stderr"))
+            self.bar.__enter__()
+            self.stage, self.done = stage, 0
+        self.bar.update(done - self.done)
+        self.done = done
+        if done >= total:
+            self.close()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+        self.bar, self.stage, self.done = None, None, 0
+
+
+def echo(message):
+    """Prints a status line on stderr."""
+    click.echo(message, err=True)
+
+
+def fail(error):
+    """Raises a one-line ClickException for a user error.
+
+    The message is the error's first line; for errors whose first line only introduces
+    more (TensorFlow's "in user code:"), the last line, which names the problem.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        message = type(error).__name__
+    elif lines[0].endswith(":") and len(lines) > 1:
+        message = lines[-1]
+    else:
+        message = lines[0]
+    raise click.ClickException(message) from None
+
+
+def user_errors():
+    """The exception types that carry one-line messages for the user."""
+    from tcvae_tf import training
+
+    return ValueError, OSError, LookupError, training.TrainingError
+
+
+@click.command()
+@click.argument("ref", metavar="RUN_OR_ZOO_NAME")
+@click.option("--metric", "metrics", multiple=True, type=click.Choice(evaluation.METRICS),
+              help="Metric to compute; repeat for several [default: all].")
+@click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False),
+              help="Also write the results to this JSON file (the only file written for zoo "
+                   "models).")
+@click.option("--num-samples", default=evaluation.DEFAULT_NUM_SAMPLES, show_default=True,
+              type=click.IntRange(min=1),
+              help="Monte-Carlo samples of the sampling MIG and the ELBO decomposition.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the posterior samples and the image choices.")
+@click.option("--batch-size", default=evaluation.DEFAULT_BATCH_SIZE, show_default=True,
+              type=click.IntRange(min=1), help="Images per encoder call.")
+@click.option("--log-likelihood-images", default=evaluation.DEFAULT_NUM_SAMPLES,
+              show_default=True, type=click.IntRange(min=1),
+              help="Random images decoded for the ELBO's E log p(x|z) (a number >= the dataset "
+                   "size decodes all of them).")
+@click.option("--factor", "factors", multiple=True,
+              help="Factor of the headline MIG; repeat for several [default: dSprites: scale, "
+                   "orientation, pos_x, pos_y (the paper's); other data: all].")
+@click.option("--zoo-root", default=None, envvar="TCVAE_TF_ZOO",
+              type=click.Path(file_okay=False),
+              help="Zoo folder [env TCVAE_TF_ZOO; default: the repository's zoo/, else ./zoo].")
+@click.option("--version", default=None, type=click.IntRange(min=1),
+              help="Zoo model version [default: the latest].")
+@click.option("--source", default=None,
+              help="Data source: auto, rendered, official or tfds [default: the training "
+                   "config's].")
+@click.option("--data-path", default=None, type=click.Path(dir_okay=False),
+              help="Dataset file [default: the training config's].")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def evaluate(ref, metrics, json_path, num_samples, seed, batch_size, log_likelihood_images,
+             factors, zoo_root, version, source, data_path, quiet):
+    """Compute MIG and the ELBO decomposition of RUN_OR_ZOO_NAME.
+
+    Encodes the full dataset the model was trained on once, then computes the sampling MIG
+    (the paper's estimator), the histogram MIG (disentanglement_lib's), the ELBO
+    decomposition (log-likelihood, index-code MI, total correlation, dimension-wise KL) and
+    the active units. Prints a table and writes metrics.json into the run folder; for a zoo
+    model nothing is written into the zoo, only to --json.
+    """
+    progress = StageProgress(enabled=not quiet)
+    try:
+        result = evaluation.evaluate(
+            ref, metrics=metrics or evaluation.METRICS, num_samples=num_samples, seed=seed,
+            zoo_root=zoo_root, version=version, source=source, data_path=data_path,
+            batch_size=batch_size, factors=factors or None,
+            log_likelihood_images=log_likelihood_images, progress=progress,
+            echo=None if quiet else echo)
+    except user_errors() as error:
+        fail(error)
+    finally:
+        progress.close()
+    click.echo(evaluation.format_summary(result))
+    targets = [json_path] if json_path else []
+    if result["model"]["kind"] == "run":
+        targets.insert(0, os.path.join(result["model"]["path"], evaluation.METRICS_FILE))
+    for path in targets:
+        try:
+            evaluation.write_metrics(result, path)
+        except OSError as error:
+            fail(f"cannot write {path}: {error.strerror or error}")
+        click.echo(f"metrics written to {path}")

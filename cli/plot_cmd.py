@@ -1,0 +1,64 @@
+"""``tcvae-tf plot``: a thin shell over :func:`tcvae_tf.plots.make_plot`."""
+
+import click
+
+from tcvae_tf import plots
+
+from .evaluate_cmd import StageProgress, echo, fail, user_errors
+
+
+@click.command()
+@click.argument("ref", metavar="RUN_OR_ZOO_NAME")
+@click.option("--kind", default="traversals", show_default=True, type=click.Choice(plots.KINDS),
+              help="traversals: each latent swept from seed images; reconstructions: inputs "
+                   "and reconstructions; latent-factors: latents versus the dSprites factors.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="PNG to write [default: KIND.png in the run folder; "
+                   "NAME-vVERSION-KIND.png in the current folder for zoo models].")
+@click.option("--range", "value_range", default=3.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Traversals sweep each latent over [-RANGE, RANGE].")
+@click.option("--steps", default=10, show_default=True, type=click.IntRange(min=2),
+              help="Values per traversal.")
+@click.option("--gif", is_flag=True,
+              help="Traversals: also write an animated GIF next to the PNG.")
+@click.option("--num-images", default=None, type=click.IntRange(min=1),
+              help="Seed images (traversals, default 3), images shown (reconstructions, "
+                   "default 10) or images encoded (latent-factors, default all).")
+@click.option("--latents", "max_latents", default=None, type=click.IntRange(min=1),
+              help="Show at most this many latents (largest KL or variance first).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the image choice.")
+@click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(min=1),
+              help="Images per encoder call.")
+@click.option("--zoo-root", default=None, envvar="TCVAE_TF_ZOO",
+              type=click.Path(file_okay=False),
+              help="Zoo folder [env TCVAE_TF_ZOO; default: the repository's zoo/, else ./zoo].")
+@click.option("--version", default=None, type=click.IntRange(min=1),
+              help="Zoo model version [default: the latest].")
+@click.option("--source", default=None,
+              help="Data source: auto, rendered, official or tfds [default: the training "
+                   "config's].")
+@click.option("--data-path", default=None, type=click.Path(dir_okay=False),
+              help="Dataset file [default: the training config's].")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def plot(ref, kind, out, value_range, steps, gif, num_images, max_latents, seed, batch_size,
+         zoo_root, version, source, data_path, quiet):
+    """Draw latent traversals, reconstructions or latents versus factors of RUN_OR_ZOO_NAME.
+
+    The latent-factors figure (dSprites) shows, for each active latent, its posterior mean
+    averaged over the other factors as a heat map over position and as curves over scale
+    and orientation, one curve per shape.
+    """
+    progress = StageProgress(enabled=not quiet)
+    try:
+        written = plots.make_plot(
+            ref, kind, out=out, value_range=value_range, steps=steps, num_images=num_images,
+            seed=seed, gif=gif, max_latents=max_latents, zoo_root=zoo_root, version=version,
+            source=source, data_path=data_path, batch_size=batch_size, progress=progress,
+            echo=None if quiet else echo)
+    except user_errors() as error:
+        fail(error)
+    finally:
+        progress.close()
+    for path in written:
+        click.echo(f"wrote {path}")
