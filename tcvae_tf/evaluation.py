@@ -28,11 +28,12 @@ import datetime
 import json
 import math
 import os
-import tempfile
 import time
 from typing import NamedTuple
 
 import numpy as np
+
+from tcvae_tf.files import atomic_write
 
 METRICS = ("mig_sampling", "mig_histogram", "elbo", "active_units")
 METRICS_FILE = "metrics.json"
@@ -734,34 +735,6 @@ def to_json(value):
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value
-
-
-def atomic_write(path, write):
-    """Writes a file through a temporary file next to it and a rename.
-
-    Args:
-      path: the file to write.
-      write: callable(tmp_path) that writes the content to tmp_path.
-
-    Returns:
-      ``path``. The file gets the usual permissions (0666 minus the umask).
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
 
 
 def write_metrics(result, path):

@@ -29,6 +29,7 @@ import os
 import numpy as np
 
 from tcvae_tf import evaluation
+from tcvae_tf.files import atomic_write
 
 KINDS = ("traversals", "reconstructions", "latent-factors")
 FILE_NAMES = {"traversals": "traversals", "reconstructions": "reconstructions",
@@ -179,7 +180,7 @@ def _save_figure(figure, path, dpi=100):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(figure)
-    evaluation.atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=dpi))
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=dpi))
     return os.fspath(path)
 
 
@@ -314,7 +315,7 @@ def write_traversal_gif(evaluable, images, path, latents=None, value_range=3.0, 
         frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:],
                        duration=int(frame_ms), loop=0)
 
-    return evaluation.atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 def plot_reconstructions(evaluable, images, path, per_row=10):

@@ -18,8 +18,9 @@ import logging
 import math
 import os
 import platform
-import tempfile
 import time
+
+from tcvae_tf.files import atomic_write, atomic_write_text
 
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
@@ -104,8 +105,8 @@ class TrainConfig:
         return max(1, math.ceil(self.epochs * dataset_size / self.batch_size))
 
     def default_out(self):
-        return os.path.join(
-            "runs", f"{self.dataset}-{self.objective}-beta{self.beta:g}-{self.arch}-seed{self.seed}")
+        name = f"{self.dataset}-{self.objective}-beta{self.beta:g}-{self.arch}-seed{self.seed}"
+        return os.path.join("runs", name)
 
 
 def library_versions():
@@ -122,33 +123,9 @@ def library_versions():
             "numpy": numpy.__version__, "python": platform.python_version()}
 
 
-def atomic_write_text(path, text):
-    """Writes ``text`` to ``path`` through a temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def atomic_save_model(model, path):
     """Saves a Keras model (with optimizer state) to ``path`` through a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, model.save)
 
 
 def read_config(run_dir):
@@ -286,11 +263,8 @@ def write_samples(model, images, path, seed=0):
             ax.set_yticks([])
         axes[r, 0].set_ylabel(label, fontsize=7)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def train(config, resume=False, overwrite=False, verbose=1, echo=print):

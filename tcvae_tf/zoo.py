@@ -45,6 +45,7 @@ import tempfile
 from pathlib import Path
 
 from tcvae_tf import export
+from tcvae_tf.files import atomic_write_text
 
 INDEX_FILE = "index.json"
 CARD_FILE = "card.json"
@@ -94,18 +95,7 @@ def _read_json(path):
 
 
 def _write_text(path, text):
-    """Writes through a temporary file and a rename; the file is world-readable (0644)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX, suffix=path.name)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+    atomic_write_text(path, text, prefix=_TMP_PREFIX)
 
 
 def _write_json(path, data):

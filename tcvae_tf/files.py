@@ -1,0 +1,48 @@
+"""Atomic file writes: a temporary file in the same folder, then a rename.
+
+A reader never sees a half-written file, and an interrupted write leaves only a
+``.tmp-*`` file behind, never a file under the final name.
+"""
+
+import os
+import tempfile
+
+
+def atomic_write(path, write, prefix=".tmp-"):
+    """Writes a file through a temporary file next to it and a rename.
+
+    Args:
+      path: the file to write.
+      write: callable(tmp_path) that writes the content to tmp_path (it keeps the
+        extension of ``path``, which some writers such as Keras' ``model.save`` need).
+      prefix: name prefix of the temporary file.
+
+    Returns:
+      ``path``. The file gets the usual permissions (0666 minus the umask).
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=os.path.splitext(path)[1])
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path, text, prefix=".tmp-"):
+    """Writes ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+
+    def write(tmp):
+        with open(tmp, "w") as handle:
+            handle.write(text)
+
+    return atomic_write(path, write, prefix=prefix)
