@@ -307,7 +307,8 @@ def train(config, resume=False, overwrite=False, verbose=1, echo=print):
     from tcvae_tf import data as data_lib
     from tcvae_tf.model import BetaTCVAE
 
-    dataset = data_lib.load_dataset(config.dataset, source=config.source, path=config.data_path)
+    dataset = data_lib.load_dataset(config.dataset, source=config.source, path=config.data_path,
+                                    log=echo)
     if config.subset is not None and config.subset < dataset.num_images:
         rng = np.random.default_rng(config.seed)
         dataset = dataset.subset(np.sort(rng.choice(dataset.num_images, config.subset,
