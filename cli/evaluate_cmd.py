@@ -6,6 +6,8 @@ import click
 
 from tcvae_tf import evaluation
 
+from .options import model_reference_options
+
 
 class StageProgress:
     """One progress bar per stage on stderr; called as progress(stage, done, total)."""
@@ -88,17 +90,7 @@ def user_errors():
 @click.option("--factor", "factors", multiple=True,
               help="Factor of the headline MIG; repeat for several [default: dSprites: scale, "
                    "orientation, pos_x, pos_y (the paper's); other data: all].")
-@click.option("--zoo-root", default=None, envvar="TCVAE_TF_ZOO",
-              type=click.Path(file_okay=False),
-              help="Zoo folder [env TCVAE_TF_ZOO; default: the repository's zoo/, else ./zoo].")
-@click.option("--version", default=None, type=click.IntRange(min=1),
-              help="Zoo model version [default: the latest].")
-@click.option("--source", default=None,
-              help="Data source: auto, rendered, official or tfds [default: the training "
-                   "config's].")
-@click.option("--data-path", default=None, type=click.Path(dir_okay=False),
-              help="Dataset file [default: the training config's].")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@model_reference_options
 def evaluate(ref, metrics, json_path, num_samples, seed, batch_size, log_likelihood_images,
              factors, zoo_root, version, source, data_path, quiet):
     """Compute MIG and the ELBO decomposition of RUN_OR_ZOO_NAME.

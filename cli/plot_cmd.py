@@ -5,6 +5,7 @@ import click
 from tcvae_tf import plots
 
 from .evaluate_cmd import StageProgress, echo, fail, user_errors
+from .options import model_reference_options
 
 
 @click.command()
@@ -30,17 +31,7 @@ from .evaluate_cmd import StageProgress, echo, fail, user_errors
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the image choice.")
 @click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(min=1),
               help="Images per encoder call.")
-@click.option("--zoo-root", default=None, envvar="TCVAE_TF_ZOO",
-              type=click.Path(file_okay=False),
-              help="Zoo folder [env TCVAE_TF_ZOO; default: the repository's zoo/, else ./zoo].")
-@click.option("--version", default=None, type=click.IntRange(min=1),
-              help="Zoo model version [default: the latest].")
-@click.option("--source", default=None,
-              help="Data source: auto, rendered, official or tfds [default: the training "
-                   "config's].")
-@click.option("--data-path", default=None, type=click.Path(dir_okay=False),
-              help="Dataset file [default: the training config's].")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@model_reference_options
 def plot(ref, kind, out, value_range, steps, gif, num_images, max_latents, seed, batch_size,
          zoo_root, version, source, data_path, quiet):
     """Draw latent traversals, reconstructions or latents versus factors of RUN_OR_ZOO_NAME.
