@@ -244,12 +244,9 @@ def plot_traversals(evaluable, images, path, latents=None, kl=None, value_range=
     """
     from matplotlib.figure import Figure
 
-    value_range, steps = _check_traversal(value_range, steps)
     images = _as_float_images(images)
-    latents = list(range(evaluable.latent_dim)) if latents is None else list(latents)
-    values = np.linspace(-value_range, value_range, steps)
-    base = evaluable.encode(images)[0].numpy()
-    probs = _decode_probs(evaluable, traversal_codes(base, latents, values))  # [S, L, T, ...]
+    latents, values, probs = _traversal_probs(evaluable, images, latents, value_range, steps)
+    value_range, steps = float(values[-1]), len(values)
     num_seeds = len(images)
     tiles = probs.transpose(1, 0, 2, 3, 4, 5).reshape(
         len(latents), num_seeds * steps, *evaluable.image_shape)
@@ -277,6 +274,15 @@ def plot_traversals(evaluable, images, path, latents=None, kl=None, value_range=
     return _save_figure(figure, path)
 
 
+def _traversal_probs(evaluable, images, latents, value_range, steps):
+    """Decodes every seed image with each latent swept: (latents, values, probs [S, L, T, ...])."""
+    value_range, steps = _check_traversal(value_range, steps)
+    latents = list(range(evaluable.latent_dim)) if latents is None else list(latents)
+    values = np.linspace(-value_range, value_range, steps)
+    base = evaluable.encode(images)[0].numpy()
+    return latents, values, _decode_probs(evaluable, traversal_codes(base, latents, values))
+
+
 def write_traversal_gif(evaluable, images, path, latents=None, value_range=3.0, steps=10,
                         frame_ms=120, zoom=2):
     """Writes an animated GIF of traversals: rows are seed images, columns latents.
@@ -298,12 +304,9 @@ def write_traversal_gif(evaluable, images, path, latents=None, value_range=3.0, 
     """
     from PIL import Image
 
-    value_range, steps = _check_traversal(value_range, steps)
     images = _as_float_images(images)
-    latents = list(range(evaluable.latent_dim)) if latents is None else list(latents)
-    values = np.linspace(-value_range, value_range, steps)
-    base = evaluable.encode(images)[0].numpy()
-    probs = _decode_probs(evaluable, traversal_codes(base, latents, values))  # [S, L, T, ...]
+    latents, values, probs = _traversal_probs(evaluable, images, latents, value_range, steps)
+    value_range, steps = float(values[-1]), len(values)
     frames = []
     for t in list(range(steps)) + list(range(steps - 2, 0, -1)):
         mosaic = tile_mosaic(probs[:, :, t], gap=2)
