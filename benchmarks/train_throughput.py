@@ -21,7 +21,7 @@ def measure(arch, batch_size, estimator, precision="fp32", steps=20, windows=5, 
     import tensorflow as tf
 
     from tcvae_tf.model import BetaTCVAE
-    from tcvae_tf.training import _choose_jit, _set_precision, TrainConfig
+    from tcvae_tf.training import TrainConfig, _choose_jit, _set_precision
 
     _set_precision(precision)
     keras.utils.set_random_seed(0)
