@@ -2,9 +2,18 @@
 
 Usage:
     python benchmarks/train_throughput.py --arch mlp --batch-size 2048 --estimator mws --json
+    python benchmarks/train_throughput.py --arch mlp --precision fp32,bf16 --windows 5
+    python benchmarks/train_throughput.py --kl-decomposition --batch-size 2048 --estimator mss
 
 Synthetic binary 64x64 images in memory (the input pipeline is measured separately by
-data_throughput.py). Prints the median images/s over timed windows after warm-up.
+data_throughput.py). Prints the median images/s over timed windows after warm-up. With
+several precisions (comma-separated), their windows are interleaved in one process so
+that each sees the same load, and the ratio of each to the first is reported.
+
+With --kl-decomposition it times only the objective: forward and backward of
+`objectives.kl_decomposition` at M = --batch-size, D = 10, against the direct formulation
+(the [M, M, D] tensor of `log_density_matrix`, reduced with `tf.reduce_logsumexp` and
+differentiated by TensorFlow), each under `tf.function` without and with XLA, interleaved.
 """
 
 import argparse
@@ -14,8 +23,24 @@ import statistics
 import time
 
 
-def measure(arch, batch_size, estimator, precision="fp32", steps=20, windows=5, warmup=3,
-            jit_compile="auto", latent_dim=10):
+def make_train_step(arch, batch_size, estimator, precision="fp32", jit_compile="auto",
+                    latent_dim=10, seed=0):
+    """Builds a BetaTCVAE and returns a function running its compiled train step.
+
+    Args:
+      arch: "mlp", "conv" or "burgess".
+      batch_size: images per step.
+      estimator: "mws" or "mss".
+      precision: "fp32" or "bf16" (Keras mixed_bfloat16); sets the global Keras policy
+        while the model is built and its step traced, and restores float32 afterwards.
+      jit_compile: "auto" (the training default per architecture), "on" or "off".
+      latent_dim: D.
+      seed: seed of the weights and the synthetic images.
+
+    Returns:
+      (run_steps, jit): run_steps(n) runs n train steps and returns the last loss as a
+      float (so the timing includes the work); jit is the XLA setting used.
+    """
     import keras
     import numpy as np
     import tensorflow as tf
@@ -24,27 +49,41 @@ def measure(arch, batch_size, estimator, precision="fp32", steps=20, windows=5, 
     from tcvae_tf.training import TrainConfig, _choose_jit, _set_precision
 
     _set_precision(precision)
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     config = TrainConfig(arch=arch, jit_compile=jit_compile)
     jit = _choose_jit(config)
     model = BetaTCVAE(latent_dim=latent_dim, arch=arch, estimator=estimator, beta=6.0,
                       dataset_size=737280)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit)
-    images = (np.random.default_rng(0).random((batch_size, 64, 64, 1)) > 0.9).astype("float32")
-    batch = tf.constant(images)
+    images = np.random.default_rng(seed).random((batch_size, 64, 64, 1)) > 0.9
+    batch = tf.constant(images.astype("float32"))
     model.make_train_function()
     train_function = model.train_function
-    dataset = tf.data.Dataset.from_tensors(batch).repeat()
-    iterator = iter(dataset)
-    for _ in range(warmup):
-        train_function(iterator)
-    rates = []
-    for _ in range(windows):
-        start = time.perf_counter()
-        for _ in range(steps):
+    iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
+
+    def run_steps(num_steps):
+        for _ in range(num_steps):
             logs = train_function(iterator)
-        float(logs["loss"])  # wait for the last step
-        rates.append(steps * batch_size / (time.perf_counter() - start))
+        return float(logs["loss"])  # waits for the last step
+
+    run_steps(1)  # traces (and compiles) the step under the chosen policy
+    _set_precision("fp32")
+    return run_steps, jit
+
+
+def timed_window(run_steps, steps, batch_size):
+    """Images/s of one window of `steps` calls."""
+    start = time.perf_counter()
+    run_steps(steps)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def measure(arch, batch_size, estimator, precision="fp32", steps=20, windows=5, warmup=3,
+            jit_compile="auto", latent_dim=10):
+    run_steps, jit = make_train_step(arch, batch_size, estimator, precision, jit_compile,
+                                     latent_dim)
+    run_steps(warmup)
+    rates = [timed_window(run_steps, steps, batch_size) for _ in range(windows)]
     return {
         "arch": arch, "batch_size": batch_size, "estimator": estimator, "precision": precision,
         "jit_compile": jit, "steps_per_window": steps, "windows": windows,
@@ -53,26 +92,129 @@ def measure(arch, batch_size, estimator, precision="fp32", steps=20, windows=5, 
     }
 
 
+def measure_interleaved(arch, batch_size, estimator, precisions, steps=20, windows=5, warmup=3,
+                        jit_compile="auto", latent_dim=10):
+    """Like `measure` for several precisions, their windows interleaved in one process."""
+    runners = {}
+    for precision in precisions:
+        runners[precision] = make_train_step(arch, batch_size, estimator, precision,
+                                             jit_compile, latent_dim)
+        runners[precision][0](warmup)
+    rates = {precision: [] for precision in precisions}
+    for _ in range(windows):
+        for precision, (run_steps, _) in runners.items():
+            rates[precision].append(timed_window(run_steps, steps, batch_size))
+    first = statistics.median(rates[precisions[0]])
+    results = []
+    for precision in precisions:
+        median = statistics.median(rates[precision])
+        results.append({
+            "arch": arch, "batch_size": batch_size, "estimator": estimator,
+            "precision": precision, "jit_compile": runners[precision][1],
+            "steps_per_window": steps, "windows": windows, "images_per_second": median,
+            "images_per_second_windows": rates[precision], "cores": os.cpu_count(),
+            f"ratio_to_{precisions[0]}": median / first,
+        })
+    return results
+
+
+def measure_kl_decomposition(batch_size, estimator, repeats=5, latent_dim=10):
+    """Seconds per forward + backward of kl_decomposition against the direct formulation."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tcvae_tf import objectives
+
+    rng = np.random.default_rng(0)
+    loc = tf.Variable(rng.normal(size=(batch_size, latent_dim)).astype("float32"))
+    log_scale = tf.Variable(rng.uniform(-2, 0, size=(batch_size, latent_dim)).astype("float32"))
+    noise = tf.constant(rng.normal(size=(batch_size, latent_dim)).astype("float32"))
+    dataset_size = 737280
+
+    def fused(z):
+        parts = objectives.kl_decomposition(z, loc, log_scale, dataset_size, estimator)
+        return parts["log_qz"], parts["log_prod_qzi"]
+
+    def direct(z):
+        log_q = objectives.log_density_matrix(z, loc, log_scale)  # [i, j, d]
+        log_w = objectives.log_importance_weights(batch_size, dataset_size, estimator)
+        log_qz = tf.reduce_logsumexp(tf.reduce_sum(log_q, axis=2) + log_w, axis=1)
+        marginals = tf.reduce_logsumexp(log_q + log_w[:, :, None], axis=1)
+        return log_qz, tf.reduce_sum(marginals, axis=1)
+
+    def step(function):
+        with tf.GradientTape() as tape:
+            z = loc + tf.exp(log_scale) * noise
+            log_qz, log_prod_qzi = function(z)
+            # The beta-TCVAE mix: alpha * MI + beta * TC + gamma * DWKL, alpha = gamma = 1.
+            loss = tf.reduce_mean(5.0 * log_qz - 6.0 * log_prod_qzi)
+        return loss, tape.gradient(loss, [loc, log_scale])
+
+    variants = {}
+    for name, function in (("kl_decomposition", fused), ("direct", direct)):
+        for jit in (False, True):
+            key = f"{name}{'_xla' if jit else ''}"
+            variants[key] = tf.function(lambda function=function: step(function),
+                                        jit_compile=jit)
+            variants[key]()
+    seconds = {key: [] for key in variants}
+    for _ in range(repeats):
+        for key, function in variants.items():
+            start = time.perf_counter()
+            float(function()[0])
+            seconds[key].append(time.perf_counter() - start)
+    medians = {key: statistics.median(values) for key, values in seconds.items()}
+    return {
+        "batch_size": batch_size, "latent_dim": latent_dim, "estimator": estimator,
+        "seconds_forward_backward": medians,
+        "speedup_over_direct": medians["direct"] / medians["kl_decomposition"],
+        "speedup_over_direct_xla": medians["direct_xla"] / medians["kl_decomposition"],
+        "cores": os.cpu_count(),
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="mlp")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--estimator", default="mws")
-    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--precision", default="fp32",
+                        help="fp32, bf16, or several comma-separated (interleaved)")
     parser.add_argument("--jit", default="auto", help="auto, on or off")
     parser.add_argument("--steps", type=int, default=20, help="steps per timed window")
     parser.add_argument("--windows", type=int, default=5)
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--kl-decomposition", action="store_true",
+                        help="time only the objective's forward and backward (see above)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per line")
     args = parser.parse_args()
-    result = measure(args.arch, args.batch_size, args.estimator, args.precision, args.steps,
-                     args.windows, jit_compile=args.jit)
-    if args.json:
-        print(json.dumps(result))
+    if args.kl_decomposition:
+        result = measure_kl_decomposition(args.batch_size, args.estimator, args.windows)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            timings = ", ".join(f"{key} {value:.3f} s"
+                                for key, value in result["seconds_forward_backward"].items())
+            print(f"M {args.batch_size}, D 10, {args.estimator}: {timings}; "
+                  f"{result['speedup_over_direct']:.1f}x the direct formulation "
+                  f"({result['speedup_over_direct_xla']:.1f}x with XLA)")
+        return
+    precisions = args.precision.split(",")
+    if len(precisions) == 1:
+        results = [measure(args.arch, args.batch_size, args.estimator, precisions[0],
+                           args.steps, args.windows, jit_compile=args.jit)]
     else:
+        results = measure_interleaved(args.arch, args.batch_size, args.estimator, precisions,
+                                      args.steps, args.windows, jit_compile=args.jit)
+    for result in results:
+        if args.json:
+            print(json.dumps(result))
+            continue
+        ratio = "".join(f", {key} {value:.2f}" for key, value in result.items()
+                        if key.startswith("ratio_to_"))
         print(f"{result['arch']} batch {result['batch_size']} {result['estimator']} "
               f"{result['precision']} jit={result['jit_compile']}: "
               f"{result['images_per_second']:.0f} images/s (median of {args.windows} windows, "
-              f"{result['cores']} cores)")
+              f"{result['cores']} cores{ratio})")
 
 
 if __name__ == "__main__":
