@@ -14,7 +14,6 @@ A run folder holds::
 
 import dataclasses
 import json
-import logging
 import math
 import os
 import platform
@@ -28,8 +27,6 @@ CHECKPOINT_FILE = os.path.join("checkpoints", "last.keras")
 MODEL_FILE = "model.keras"
 SAMPLES_FILE = "samples.png"
 PRECISIONS = ("fp32", "bf16")
-
-log = logging.getLogger(__name__)
 
 
 class TrainingError(RuntimeError):
@@ -209,7 +206,7 @@ def _append_history(path, step, logs):
         handle.write(",".join([str(step), *(f"{float(logs[n]):.6g}" for n in names)]) + "\n")
 
 
-def _make_callbacks(run_dir, model, log_every, start_step, total_steps):
+def _make_callbacks(run_dir, log_every, start_step):
     import keras
     import numpy as np
 
@@ -358,7 +355,7 @@ def train(config, resume=False, overwrite=False, verbose=1, echo=print):
     if remaining <= 0:
         echo(f"{run_dir} already reached step {start_step} of {total_steps}")
     else:
-        guard, callbacks = _make_callbacks(run_dir, model, log_every, start_step, total_steps)
+        guard, callbacks = _make_callbacks(run_dir, log_every, start_step)
         try:
             for initial_epoch, epochs, steps_per_epoch, first_step in fit_plan(
                     start_step, total_steps, log_every):
