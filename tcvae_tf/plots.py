@@ -222,6 +222,19 @@ def _check_traversal(value_range, steps):
 # -- figures ---------------------------------------------------------------------------------
 
 
+def _mosaic_figure(mosaic, margin_left, margin_bottom, margin_width, margin_height):
+    """A figure showing ``mosaic`` at 100 pixels per inch inside margins given in inches."""
+    from matplotlib.figure import Figure
+
+    height, width = mosaic.shape[0] / 100, mosaic.shape[1] / 100
+    figure = Figure(figsize=(width + margin_width, height + margin_height))
+    axis = figure.add_axes([margin_left / (width + margin_width),
+                            margin_bottom / (height + margin_height),
+                            width / (width + margin_width), height / (height + margin_height)])
+    _show_image(axis, mosaic)
+    return figure, axis
+
+
 def plot_traversals(evaluable, images, path, latents=None, kl=None, value_range=3.0, steps=10,
                     title=None):
     """Writes a PNG of latent traversals from seed images.
@@ -242,7 +255,6 @@ def plot_traversals(evaluable, images, path, latents=None, kl=None, value_range=
     Returns:
       ``path``.
     """
-    from matplotlib.figure import Figure
 
     images = _as_float_images(images)
     latents, values, probs = _traversal_probs(evaluable, images, latents, value_range, steps)
@@ -252,12 +264,8 @@ def plot_traversals(evaluable, images, path, latents=None, kl=None, value_range=
         len(latents), num_seeds * steps, *evaluable.image_shape)
     mosaic = tile_mosaic(tiles, gap=1, block_gap=8, block_size=steps)
 
-    height, width = mosaic.shape[:2]
-    figure = Figure(figsize=(width / 100 + 1.6, height / 100 + 0.9))
-    axis = figure.add_axes([1.4 / (width / 100 + 1.6), 0.2 / (height / 100 + 0.9),
-                            (width / 100) / (width / 100 + 1.6),
-                            (height / 100) / (height / 100 + 0.9)])
-    _show_image(axis, mosaic)
+    figure, axis = _mosaic_figure(mosaic, margin_left=1.4, margin_bottom=0.2, margin_width=1.6,
+                                  margin_height=0.9)
     tile_h, tile_w = evaluable.image_shape[:2]
     axis.set_yticks([r * (tile_h + 1) + tile_h / 2 for r in range(len(latents))])
     axis.set_yticklabels([f"z{d}" + ("" if kl is None else f"  KL {kl[d]:.2f}")
@@ -333,7 +341,6 @@ def plot_reconstructions(evaluable, images, path, per_row=10):
     Returns:
       ``path``.
     """
-    from matplotlib.figure import Figure
 
     images = _as_float_images(images)
     loc = evaluable.encode(images)[0].numpy()
@@ -346,12 +353,8 @@ def plot_reconstructions(evaluable, images, path, per_row=10):
         tiles[2 * (i // cols), i % cols] = images[i]
         tiles[2 * (i // cols) + 1, i % cols] = reconstructions[i]
     mosaic = tile_mosaic(tiles, gap=1)
-    height, width = mosaic.shape[:2]
-    figure = Figure(figsize=(width / 100 + 1.3, height / 100 + 0.5))
-    axis = figure.add_axes([1.2 / (width / 100 + 1.3), 0.1 / (height / 100 + 0.5),
-                            (width / 100) / (width / 100 + 1.3),
-                            (height / 100) / (height / 100 + 0.5)])
-    _show_image(axis, mosaic)
+    figure, axis = _mosaic_figure(mosaic, margin_left=1.2, margin_bottom=0.1, margin_width=1.3,
+                                  margin_height=0.5)
     tile_h = evaluable.image_shape[0]
     axis.set_yticks([r * (tile_h + 1) + tile_h / 2 for r in range(2 * pairs)])
     axis.set_yticklabels(["input", "reconstruction"] * pairs, fontsize=8)

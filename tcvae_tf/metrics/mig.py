@@ -126,6 +126,17 @@ def _select_factors(factors, sizes, factor_names, min_size=2):
     return used, notes
 
 
+def _mig_report(mutual_information, factor_entropy):
+    """MIG and its parts from the [factor, latent] mutual information and factor entropies."""
+    normalized_gap = _gap(mutual_information, factor_entropy)
+    return {
+        "mig": float(np.mean(normalized_gap)),
+        "mutual_information": mutual_information.tolist(),
+        "normalized_gap": normalized_gap.tolist(),
+        "factor_entropy": factor_entropy.tolist(),
+    }
+
+
 def _gap(mutual_information, normalizer):
     """Normalized gap between the two largest entries of each row.
 
@@ -283,15 +294,8 @@ def mig_sampling(loc, log_scale, factor_classes, num_samples=10000, seed=0, fact
 
     mutual_information = np.maximum(entropy_z[None, :] - conditional_entropy, 0.0)
     factor_entropy = np.log(np.array([sizes[k] for k in used], np.float64))
-    normalized_gap = _gap(mutual_information, factor_entropy)
-    result = {
-        "mig": float(np.mean(normalized_gap)),
-        "mutual_information": mutual_information.tolist(),
-        "normalized_gap": normalized_gap.tolist(),
-        "entropy_z": entropy_z.tolist(),
-        "conditional_entropy": conditional_entropy.tolist(),
-        "factor_entropy": factor_entropy.tolist(),
-    }
+    result = _mig_report(mutual_information, factor_entropy)
+    result.update(entropy_z=entropy_z.tolist(), conditional_entropy=conditional_entropy.tolist())
     result.update(_factor_report(used, factor_names))
     result.update({"notes": notes, "num_samples": num_samples, "estimator": "sampling"})
     return result
@@ -399,15 +403,8 @@ def mig_histogram(codes, factor_classes, num_bins=20, num_samples=None, seed=0, 
     ])
     factor_entropy = np.array([_discrete_mutual_information(classes[:, k], classes[:, k])
                                for k in used])
-    normalized_gap = _gap(mutual_information, factor_entropy)
-    result = {
-        "mig": float(np.mean(normalized_gap)),
-        "mutual_information": mutual_information.tolist(),
-        "normalized_gap": normalized_gap.tolist(),
-        "factor_entropy": factor_entropy.tolist(),
-        "num_bins": num_bins,
-        "num_samples": int(codes.shape[0]),
-    }
+    result = _mig_report(mutual_information, factor_entropy)
+    result.update(num_bins=num_bins, num_samples=int(codes.shape[0]))
     result.update(_factor_report(used, factor_names))
     result.update({"notes": notes, "estimator": "histogram"})
     return result
