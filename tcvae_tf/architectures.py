@@ -34,10 +34,54 @@ def _check(arch, image_shape):
         raise ValueError(f"architectures take 64x64xC images, got shape {tuple(image_shape)}")
 
 
+@keras.saving.register_keras_serializable(package="tcvae_tf")
+class BatchNormalization(layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` computed by TensorFlow's fused kernel.
+
+    The same weights, moving-average rule and results as the Keras layer, which on the
+    TensorFlow backend normalises with separate moment and arithmetic ops (several passes
+    over every activation, forward and backward); oneDNN's fused kernel makes one. On
+    4-D channels-last inputs with the TensorFlow backend (and no mask or renorm) the fused
+    kernel is used; anything else falls back to the Keras computation. The class keeps the
+    Keras name, so `.keras` files written with the stock layer load unchanged.
+    """
+
+    def _fused(self, inputs, mask):
+        axis = self.axis[0] if isinstance(self.axis, (list, tuple)) else self.axis
+        return (keras.backend.backend() == "tensorflow" and mask is None and not self.renorm
+                and len(inputs.shape) == 4 and axis in (-1, 3) and self.scale and self.center)
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        x = tf.cast(inputs, tf.float32)  # statistics in float32 also under mixed precision
+        gamma = tf.cast(self.gamma, tf.float32)
+        beta = tf.cast(self.beta, tf.float32)
+        if training and self.trainable:
+            outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, epsilon=self.epsilon, is_training=True)
+            # The kernel returns the unbiased variance, n / (n - 1) times the batch variance
+            # that the Keras layer averages.
+            count = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
+            variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
+            momentum = self.momentum
+            self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+            self.moving_variance.assign(
+                self.moving_variance * momentum + variance * (1.0 - momentum))
+        else:
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
+                is_training=False)
+        return tf.cast(outputs, self.compute_dtype)
+
+
 def _conv_bn_relu(filters, kernel_size, strides, padding):
     return [
         layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=False),
-        layers.BatchNormalization(),
+        BatchNormalization(),
         layers.ReLU(),
     ]
 
@@ -46,7 +90,7 @@ def _deconv_bn_relu(filters, kernel_size, strides, padding):
     return [
         layers.Conv2DTranspose(filters, kernel_size, strides=strides, padding=padding,
                                use_bias=False),
-        layers.BatchNormalization(),
+        BatchNormalization(),
         layers.ReLU(),
     ]
 

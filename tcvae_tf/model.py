@@ -190,14 +190,38 @@ class BetaTCVAE(keras.Model):
         return {name: tracker.result() for name, tracker in self._trackers.items()}
 
     def train_step(self, data):
+        """One optimizer step on a batch; returns the trackers' results.
+
+        When the step itself is not compiled with XLA, the optimizer update still is: Adam
+        reads and writes every weight, gradient and moment several times per step, and as
+        separate TensorFlow ops it took about three times the CPU time of the same update
+        as one XLA computation (MLP, batch 256: 34 ms against 12 ms). The networks then run
+        on TensorFlow's own kernels (oneDNN matrix products and convolutions, faster than
+        XLA's on CPU) with a fused update. Eager steps, loss-scaled (float16) optimizers and
+        distribution strategies keep the plain update.
+        """
         images = data[0] if isinstance(data, tuple) else data
         with tf.GradientTape() as tape:
             terms = self.loss_terms(images, training=True)
             loss = terms["loss"]
             if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
                 loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
+        variables = self.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        plain_update = (self.jit_compile or not tf.inside_function()
+                        or tf.distribute.has_strategy()
+                        or isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer))
+        if plain_update:
+            self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        else:
+            if not self.optimizer.built:
+                self.optimizer.build(variables)
+
+            @tf.function(jit_compile=True, autograph=False)
+            def fused_update(gradients):
+                self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+
+            fused_update(gradients)
         return self._update_trackers(terms)
 
     def test_step(self, data):

@@ -123,3 +123,47 @@ def test_config_round_trip():
                       dataset_size=100, gamma_warmup_steps=7)
     clone = BetaTCVAE.from_config(model.get_config())
     assert clone.get_config() == model.get_config()
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_batch_normalization_equals_the_keras_layer(training):
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.normal(2.0, 3.0, size=(6, 5, 4, 3)).astype("float32"))
+    weights = [rng.uniform(0.5, 2.0, 3).astype("float32"),  # gamma
+               rng.normal(size=3).astype("float32"),  # beta
+               np.array([1.0, -1.0, 0.5], "float32"),  # moving mean
+               np.array([2.0, 0.5, 1.5], "float32")]  # moving variance
+    fused, stock = architectures.BatchNormalization(), keras.layers.BatchNormalization()
+    for layer in (fused, stock):
+        layer.build(x.shape)
+        layer.set_weights(weights)
+    gradients = []
+    for layer in (fused, stock):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+            loss = tf.reduce_sum(tf.sin(y))
+        gradients.append(tape.gradient(loss, [x, *layer.trainable_weights]))
+        layer.outputs_seen = y.numpy()
+    np.testing.assert_allclose(fused.outputs_seen, stock.outputs_seen, rtol=1e-5, atol=1e-5)
+    for got, want in zip(gradients[0], gradients[1], strict=True):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+    for got, want in zip(fused.non_trainable_weights, stock.non_trainable_weights, strict=True):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
+    if training:  # the moving averages moved towards the batch statistics
+        assert not np.allclose(fused.moving_mean.numpy(), [1.0, -1.0, 0.5])
+
+
+def test_conv_model_keeps_the_keras_batch_normalization_layout(tmp_path):
+    encoder = architectures.build_encoder("conv", 3)
+    batch_norms = [layer for layer in encoder.layers
+                   if isinstance(layer, keras.layers.BatchNormalization)]
+    assert batch_norms and all(isinstance(layer, architectures.BatchNormalization)
+                               for layer in batch_norms)
+    # Weights saved from the stock Keras layer load into the fused one by layer path.
+    stock = keras.Sequential([keras.Input((8, 8, 2)), keras.layers.BatchNormalization()])
+    stock.layers[0].moving_mean.assign([3.0, 4.0])
+    stock.save(tmp_path / "stock.keras")
+    fused = keras.Sequential([keras.Input((8, 8, 2)), architectures.BatchNormalization()])
+    fused.load_weights(tmp_path / "stock.keras")
+    np.testing.assert_array_equal(fused.layers[0].moving_mean.numpy(), [3.0, 4.0])

@@ -479,3 +479,86 @@ def test_bad_inputs_raise():
         objectives.sampled_kl(z, loc, log_scale, prior="cauchy")
     with pytest.raises(ValueError, match="unknown posterior family"):
         objectives.log_density_matrix(z, loc, log_scale, "student")
+
+
+# -- the blocked log-mixture computation equals the direct one, values and gradients --------
+
+
+def direct_log_mixtures(z, loc, log_scale, dataset_size, estimator, family):
+    """log q(z_i) and log q(z_id) reduced from the full [M, M, D] tensor."""
+    log_q = objectives.log_density_matrix(z, loc, log_scale, family)  # [i, j, d]
+    log_w = objectives.log_importance_weights(z.shape[0], dataset_size, estimator, z.dtype)
+    log_qz = tf.reduce_logsumexp(tf.reduce_sum(log_q, axis=2) + log_w, axis=1)
+    log_marginals = tf.reduce_logsumexp(log_q + log_w[:, :, None], axis=1)
+    return log_qz, log_marginals
+
+
+def fused_log_mixtures(z, loc, log_scale, dataset_size, estimator, family):
+    if estimator == "mws":
+        log_w = objectives._mws_log_weight(z.shape[0], dataset_size, z.dtype)
+        values = [log_w] * 3
+    else:
+        values = objectives._mss_log_weight_values(z.shape[0], dataset_size, z.dtype)
+    return objectives._fused_log_mixtures(z, loc, log_scale, tf.stack(values), family)
+
+
+def values_and_gradients(function, z, loc, log_scale, weights, *args):
+    """Both outputs and the gradient of sum(c_joint * log_qz) + sum(c_marg * log_marginals)."""
+    z, loc, log_scale = (tf.constant(t) for t in (z, loc, log_scale))
+    with tf.GradientTape() as tape:
+        tape.watch([z, loc, log_scale])
+        log_qz, log_marginals = function(z, loc, log_scale, *args)
+        loss = tf.reduce_sum(weights[0] * log_qz) + tf.reduce_sum(weights[1] * log_marginals)
+    gradients = tape.gradient(loss, [z, loc, log_scale])
+    return [log_qz.numpy(), log_marginals.numpy()] + [g.numpy() for g in gradients]
+
+
+# 70 and 130 rows leave a partly filled last block; 128 fills two blocks exactly.
+@pytest.mark.parametrize("batch_size", [2, 5, 64, 70, 128, 130])
+@pytest.mark.parametrize("estimator", objectives.ESTIMATORS)
+@pytest.mark.parametrize("family", distributions.POSTERIORS)
+def test_fused_log_mixtures_equal_direct_reduction_float64(batch_size, estimator, family):
+    z, loc, log_scale = random_batch(20 + batch_size, batch_size=batch_size, latent_dim=3)
+    rng = np.random.default_rng(21)
+    weights = (rng.normal(size=batch_size), rng.normal(size=(batch_size, 3)))
+    expected = values_and_gradients(
+        direct_log_mixtures, z, loc, log_scale, weights, 1000, estimator, family
+    )
+    actual = values_and_gradients(
+        fused_log_mixtures, z, loc, log_scale, weights, 1000, estimator, family
+    )
+    for name, got, want in zip(["log_qz", "marginals", "dz", "dloc", "dlog_scale"], actual,
+                               expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10, err_msg=name)
+
+
+@pytest.mark.parametrize("estimator", objectives.ESTIMATORS)
+def test_fused_log_mixtures_float32_follow_float64_on_a_large_batch(estimator):
+    z, loc, log_scale = random_batch(22, batch_size=300, latent_dim=10)
+    weights = (np.full(300, 5.0), np.full((300, 10), -6.0))  # the beta-TCVAE mix of terms
+    expected = values_and_gradients(
+        direct_log_mixtures, z, loc, log_scale, weights, 737280, estimator, "normal"
+    )
+    as32 = [t.astype(np.float32) for t in (z, loc, log_scale)]
+    weights32 = tuple(w.astype(np.float32) for w in weights)
+    actual = values_and_gradients(
+        fused_log_mixtures, *as32, weights32, 737280, estimator, "normal"
+    )
+    for got, want in zip(actual, expected, strict=True):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_log_mixtures_concentrated_posteriors_float32():
+    # Well separated, tiny posteriors: every softmax is one-hot on the diagonal. In float32
+    # both computations round (z - loc) alike; they agree with each other, not with float64.
+    z, loc, log_scale = (t.astype(np.float32) for t in concentrated_batch(100, latent_dim=4))
+    weights = (np.ones(100, np.float32), np.ones((100, 4), np.float32))
+    expected = values_and_gradients(
+        direct_log_mixtures, z, loc, log_scale, weights, 737280, "mss", "normal"
+    )
+    actual = values_and_gradients(fused_log_mixtures, z, loc, log_scale, weights, 737280, "mss",
+                                  "normal")
+    for got, want in zip(actual, expected, strict=True):
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
