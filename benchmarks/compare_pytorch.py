@@ -4,7 +4,7 @@ Usage:
     pip install torch            # optional benchmark dependency, never a package dependency
     python benchmarks/compare_pytorch.py --arch mlp --batch-sizes 256,2048 --estimators mws,mss
     python benchmarks/compare_pytorch.py --arch conv --steps 2 --windows 3 --json
-    python benchmarks/compare_pytorch.py --arch mlp --jit auto,off --precision fp32,bf16
+    python benchmarks/compare_pytorch.py --arch mlp --jit on,off --precision fp32,bf16
 
 For each architecture, batch size and estimator, both implementations train on the same
 synthetic binary 64x64 images: ours is BetaTCVAE's compiled Keras train function (as in

@@ -33,7 +33,7 @@ def make_train_step(arch, batch_size, estimator, precision="fp32", jit_compile="
       estimator: "mws" or "mss".
       precision: "fp32" or "bf16" (Keras mixed_bfloat16); sets the global Keras policy
         while the model is built and its step traced, and restores float32 afterwards.
-      jit_compile: "auto" (the training default per architecture), "on" or "off".
+      jit_compile: "auto" (the training default: off), "on" or "off".
       latent_dim: D.
       seed: seed of the weights and the synthetic images.
 

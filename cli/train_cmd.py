@@ -42,7 +42,8 @@ def _fail(error):
 @click.option("--precision", default="fp32", show_default=True,
               help="fp32, or bf16 (Keras mixed precision, where the CPU/GPU supports it).")
 @click.option("--jit", "jit_compile", default="auto", show_default=True,
-              help="XLA compilation: auto (per architecture), on or off.")
+              help="XLA for the whole step: auto (off: measured faster on CPUs; the objective "
+                   "and the Adam update are compiled either way), on or off.")
 @click.option("--checkpoint-every", default=500, show_default=True, type=int,
               help="Steps between checkpoints (and history rows).")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
