@@ -177,6 +177,16 @@ def _mss_log_weight_values(batch_size, dataset_size, dtype):
     return tuple(tf.cast(value, dtype) for value in (log_w_self, log_w_next, log_w_other))
 
 
+def _log_weight_values(batch_size, dataset_size, estimator, dtype):
+    """(log w_self, log w_next, log w_other) of an estimator as a float tensor [3] of `dtype`.
+
+    MWS has one weight for every pair; MSS has the three of `_mss_log_weight_values`.
+    """
+    if estimator == "mws":
+        return tf.fill([3], _mws_log_weight(batch_size, dataset_size, dtype))
+    return tf.stack(_mss_log_weight_values(batch_size, dataset_size, dtype))
+
+
 def _structured_log_weights(first_row, num_rows, columns, log_weights):
     """Rows first_row .. first_row + num_rows - 1 of the [M, M] log-weight matrix.
 
@@ -319,27 +329,27 @@ def _fused_log_mixtures(z, loc, log_scale, log_weights, family):
 
 
 def _block_layout(batch_size):
-    """Rows per block, number of blocks and padding rows for a batch of M samples.
+    """Number of blocks of `_BLOCK_ROWS` rows and padding rows for a batch of M samples.
 
     The block size is the same for every batch (also M < 64): the forward and backward
     passes may be traced with and without a static batch size and must agree.
     """
     num_blocks = (batch_size + _BLOCK_ROWS - 1) // _BLOCK_ROWS
-    return _BLOCK_ROWS, num_blocks, num_blocks * _BLOCK_ROWS - batch_size
+    return num_blocks, num_blocks * _BLOCK_ROWS - batch_size
 
 
 def _block_setup(z, loc, log_scale, log_weights, family):
     """What the forward and backward passes share: the layout and a block's log-densities.
 
     Returns:
-      (block, num_blocks, padding, inv_scale_t, z_t, block_terms): rows per block, number
-      of blocks, padding rows, exp(-log_scale) transposed [d, data j] (times sqrt(1/2) for
-      the Normal), z transposed and padded to whole blocks [d, sample i], and
-      block_terms(first) -> (u [d, i, j], log q(z_id|x_jd) [d, i, j], log w_ij [i, j]) for
-      the samples i = first .. first + block - 1.
+      (num_blocks, padding, inv_scale_t, z_t, block_terms): number of blocks, padding
+      rows, exp(-log_scale) transposed [d, data j] (times sqrt(1/2) for the Normal), z
+      transposed and padded to whole blocks [d, sample i], and block_terms(first) ->
+      (u [d, i, j], log q(z_id|x_jd) [d, i, j], log w_ij [i, j]) for
+      the samples i = first .. first + _BLOCK_ROWS - 1.
     """
     batch_size = tf.shape(z)[0]
-    block, num_blocks, padding = _block_layout(batch_size)
+    num_blocks, padding = _block_layout(batch_size)
     columns = tf.range(batch_size)  # data index j
     # [dim d, data j]: posterior parameters of the batch.
     log_scale_t = tf.transpose(log_scale)
@@ -354,13 +364,13 @@ def _block_setup(z, loc, log_scale, log_weights, family):
     z_t = tf.pad(tf.transpose(z), [[0, 0], [0, padding]])
 
     def block_terms(first):
-        z_block = tf.slice(z_t, [0, first], [-1, block])  # [dim d, sample i]
+        z_block = tf.slice(z_t, [0, first], [-1, _BLOCK_ROWS])  # [dim d, sample i]
         distance, log_kernel = _standardised_distance(z_block, loc_t, inv_scale_t, family)
         log_q = normaliser_t[:, None, :] + log_kernel  # [dim d, sample i, data j]
-        log_w = _structured_log_weights(first, block, columns, log_weights)  # [i, j]
+        log_w = _structured_log_weights(first, _BLOCK_ROWS, columns, log_weights)  # [i, j]
         return distance, log_q, log_w
 
-    return block, num_blocks, padding, inv_scale_t, z_t, block_terms
+    return num_blocks, padding, inv_scale_t, z_t, block_terms
 
 
 def _forward(z, loc, log_scale, log_weights, family):
@@ -370,13 +380,13 @@ def _forward(z, loc, log_scale, log_weights, family):
     TensorArrays (whose size XLA needs as a constant when the loop is compiled). Padding
     rows (zero samples) get finite values that the caller drops.
     """
-    block, num_blocks, _, _, z_t, block_terms = _block_setup(
+    num_blocks, _, _, z_t, block_terms = _block_setup(
         z, loc, log_scale, log_weights, family)
 
     def forward_block(index, joint_t, marginal):
-        first = index * block
+        first = index * _BLOCK_ROWS
         _, log_q, log_w = block_terms(first)
-        rows = (first + tf.range(block))[:, None]  # [sample i in block, 1]
+        rows = (first + tf.range(_BLOCK_ROWS))[:, None]  # [sample i in block, 1]
         joint = tf.reduce_logsumexp(tf.reduce_sum(log_q, axis=0) + log_w, axis=1)  # [i]
         block_marginal = tf.reduce_logsumexp(log_q + log_w[None], axis=2)  # [d, i]
         return (index + 1, tf.tensor_scatter_nd_update(joint_t, rows, joint),
@@ -396,7 +406,7 @@ def _backward(z, loc, log_scale, log_weights, joint_t, marginal, grad_log_qz,
       joint_t, marginal: the padded results of `_forward`.
       grad_log_qz [M], grad_log_marginals [M, D]: the incoming gradients.
     """
-    block, num_blocks, padding, inv_scale_t, z_t, block_terms = _block_setup(
+    num_blocks, padding, inv_scale_t, z_t, block_terms = _block_setup(
         z, loc, log_scale, log_weights, family)
     marginal_t = tf.transpose(marginal)  # [d, sample i], padded
     grad_joint_t = tf.pad(grad_log_qz, [[0, padding]])  # [sample i], padded
@@ -404,13 +414,13 @@ def _backward(z, loc, log_scale, log_weights, joint_t, marginal, grad_log_qz,
     grad_marginal_t = tf.pad(tf.transpose(grad_log_marginals), [[0, 0], [0, padding]])
 
     def backward_block(index, grad_z, grad_loc_t, grad_log_scale_t):
-        first = index * block
+        first = index * _BLOCK_ROWS
         distance, log_q, log_w = block_terms(first)
         joint = tf.reduce_sum(log_q, axis=0) + log_w  # [i, j]
-        joint_lse = tf.slice(joint_t, [first], [block])  # [i]
-        marginal_lse = tf.slice(marginal_t, [0, first], [-1, block])  # [d, i]
-        grad_joint = tf.slice(grad_joint_t, [first], [block])
-        grad_marginal = tf.slice(grad_marginal_t, [0, first], [-1, block])
+        joint_lse = tf.slice(joint_t, [first], [_BLOCK_ROWS])  # [i]
+        marginal_lse = tf.slice(marginal_t, [0, first], [-1, _BLOCK_ROWS])  # [d, i]
+        grad_joint = tf.slice(grad_joint_t, [first], [_BLOCK_ROWS])
+        grad_marginal = tf.slice(grad_marginal_t, [0, first], [-1, _BLOCK_ROWS])
         # [d, i, j]: d loss / d log q(z_id|x_jd), softmax weights of both mixtures.
         weight = (
             grad_marginal[:, :, None] * tf.exp(log_q + log_w[None] - marginal_lse[:, :, None])
@@ -421,7 +431,7 @@ def _backward(z, loc, log_scale, log_weights, joint_t, marginal, grad_log_qz,
         grad_z_block = -tf.reduce_sum(slope * inv_scale_t[:, None, :], axis=2)  # [d, i]
         grad_loc_t += inv_scale_t * tf.reduce_sum(slope, axis=1)
         grad_log_scale_t += tf.reduce_sum(slope * distance - weight, axis=1)
-        rows = (first + tf.range(block))[:, None]  # [sample i in block, 1]
+        rows = (first + tf.range(_BLOCK_ROWS))[:, None]  # [sample i in block, 1]
         grad_z = tf.tensor_scatter_nd_update(grad_z, rows, tf.transpose(grad_z_block))
         return index + 1, grad_z, grad_loc_t, grad_log_scale_t
 
@@ -493,13 +503,7 @@ def kl_decomposition(
     log_qz_given_x = tf.reduce_sum(log_density(z, loc, log_scale, posterior), axis=1)
     log_pz = tf.reduce_sum(log_density(z, 0.0, 0.0, prior), axis=1)
 
-    if estimator == "mws":
-        log_w = _mws_log_weight(batch_size, dataset_size, z.dtype)
-        log_w_self = log_w_next = log_w_other = log_w
-    else:
-        log_w_self, log_w_next, log_w_other = _mss_log_weight_values(
-            batch_size, dataset_size, z.dtype)
-    log_weights = tf.stack([log_w_self, log_w_next, log_w_other])
+    log_weights = _log_weight_values(batch_size, dataset_size, estimator, z.dtype)
     # [sample i], [sample i, dim d]
     log_qz, log_qz_marginals = _fused_log_mixtures(z, loc, log_scale, log_weights, posterior)
     log_prod_qzi = tf.reduce_sum(log_qz_marginals, axis=1)

@@ -494,12 +494,8 @@ def direct_log_mixtures(z, loc, log_scale, dataset_size, estimator, family):
 
 
 def fused_log_mixtures(z, loc, log_scale, dataset_size, estimator, family):
-    if estimator == "mws":
-        log_w = objectives._mws_log_weight(z.shape[0], dataset_size, z.dtype)
-        values = [log_w] * 3
-    else:
-        values = objectives._mss_log_weight_values(z.shape[0], dataset_size, z.dtype)
-    return objectives._fused_log_mixtures(z, loc, log_scale, tf.stack(values), family)
+    log_weights = objectives._log_weight_values(z.shape[0], dataset_size, estimator, z.dtype)
+    return objectives._fused_log_mixtures(z, loc, log_scale, log_weights, family)
 
 
 def values_and_gradients(function, z, loc, log_scale, weights, *args):
