@@ -354,3 +354,43 @@ def test_labelled_examples_missing_or_repeated():
     with pytest.raises(DatasetError, match="more than once"):
         dsprites_lib.assemble_labelled_batches(labelled_batches(repeated, 5), keys, sizes,
                                                (8, 8, 1), "fake-tfds")
+
+
+def test_a_prepared_tfds_copy_loads_in_grid_order(clean_environment, monkeypatch):
+    """A real TFDS `dsprites` folder, prepared here from a 12-image grid, read by the loader."""
+    pytest.importorskip("tensorflow_datasets")
+    import tensorflow_datasets as tfds
+
+    sizes = (3, 1, 1, 2, 2)
+    classes = GridSpec("mini", dsprites_lib.FACTOR_NAMES, sizes, (64, 64, 1)).grid_classes()
+    images = np.zeros((len(classes), 64, 64, 1), np.uint8)
+    for row, (shape, _, _, x, y) in enumerate(classes):
+        images[row, 8 * y : 8 * y + 4 + shape, 8 * x : 8 * x + 6] = 1
+    order = np.random.default_rng(0).permutation(len(classes))
+    builder_class = tfds.builder_cls("dsprites")
+
+    def split_generators(self, dl_manager):
+        return [tfds.core.SplitGenerator(name=tfds.Split.TRAIN, gen_kwargs={})]
+
+    def generate_examples(self):
+        for key, row in enumerate(order):
+            record = {"image": images[row]}
+            for name, value in zip(("shape", "scale", "orientation", "x_position", "y_position"),
+                                   classes[row], strict=True):
+                record[f"label_{name}"] = int(value)
+                record[f"value_{name}"] = np.float32(value)
+            yield key, record
+
+    monkeypatch.setattr(builder_class, "_split_generators", split_generators)
+    monkeypatch.setattr(builder_class, "_generate_examples", generate_examples)
+    data_dir = clean_environment / "tfds"
+    tfds.builder("dsprites", data_dir=str(data_dir)).download_and_prepare()
+
+    monkeypatch.setattr(dsprites_lib, "FACTOR_SIZES", sizes)
+    assert dsprites_lib.resolve_source("auto") == ("tfds", data_dir)
+    messages = []
+    dataset = load_dsprites(source="tfds", path=data_dir, log=messages.append)
+    assert dataset.source == "tfds" and messages[-1].startswith("loading TFDS dsprites from")
+    np.testing.assert_array_equal(dataset.factor_classes, classes)
+    np.testing.assert_array_equal(dataset.images, images)
+    np.testing.assert_allclose(dataset.factor_values, dsprites_lib.factor_values_of(classes))
