@@ -1,6 +1,5 @@
 """``tcvae-tf evaluate``: a thin shell over :func:`tcvae_tf.evaluation.evaluate`."""
 
-import os
 
 import click
 
@@ -71,8 +70,9 @@ def user_errors():
 
 @click.command()
 @click.argument("ref", metavar="RUN_OR_ZOO_NAME")
-@click.option("--metric", "metrics", multiple=True, type=click.Choice(evaluation.METRICS),
-              help="Metric to compute; repeat for several [default: all].")
+@click.option("--metric", "metrics", multiple=True, type=click.Choice(evaluation.ALL_METRICS),
+              help="Metric to compute; repeat for several [default: all but "
+                   "minibatch_saturation].")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False),
               help="Also write the results to this JSON file (the only file written for zoo "
                    "models).")
@@ -98,8 +98,10 @@ def evaluate(ref, metrics, json_path, num_samples, seed, batch_size, log_likelih
     Encodes the full dataset the model was trained on once, then computes the sampling MIG
     (the paper's estimator), the histogram MIG (disentanglement_lib's), the ELBO
     decomposition (log-likelihood, index-code MI, total correlation, dimension-wise KL) and
-    the active units. Prints a table and writes metrics.json into the run folder; for a zoo
-    model nothing is written into the zoo, only to --json.
+    the active units. Prints a table and writes metrics.json into the run folder (a choice
+    of --metric writes metrics-NAME+NAME.json instead when metrics.json exists, so that a
+    full evaluation is never replaced by a partial one); for a zoo model nothing is written
+    into the zoo, only to --json.
     """
     progress = StageProgress(enabled=not quiet)
     try:
@@ -116,7 +118,8 @@ def evaluate(ref, metrics, json_path, num_samples, seed, batch_size, log_likelih
     click.echo(evaluation.format_summary(result))
     targets = [json_path] if json_path else []
     if result["model"]["kind"] == "run":
-        targets.insert(0, os.path.join(result["model"]["path"], evaluation.METRICS_FILE))
+        targets.insert(0, evaluation.run_metrics_path(result["model"]["path"],
+                                                      result["settings"]["metrics"]))
     for path in targets:
         try:
             evaluation.write_metrics(result, path)

@@ -35,7 +35,12 @@ import numpy as np
 
 from tcvae_tf.files import atomic_write
 
-METRICS = ("mig_sampling", "mig_histogram", "elbo", "active_units")
+METRICS = ("mig_sampling", "mig_histogram", "elbo", "active_units")  # the default set
+# Computed only when asked for: a diagnostic of the training objective, not of the codes.
+OPTIONAL_METRICS = ("minibatch_saturation",)
+ALL_METRICS = METRICS + OPTIONAL_METRICS
+SATURATION_BATCH_SIZES = (256, 2048)
+SATURATION_BATCHES = 4
 METRICS_FILE = "metrics.json"
 DEFAULT_BATCH_SIZE = 1024
 DEFAULT_NUM_SAMPLES = 10000
@@ -414,12 +419,26 @@ def check_metrics(metrics):
     if isinstance(metrics, str):
         metrics = (metrics,)
     metrics = tuple(metrics)
-    unknown = [name for name in metrics if name not in METRICS]
+    unknown = [name for name in metrics if name not in ALL_METRICS]
     if unknown:
-        raise ValueError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
+        raise ValueError(f"unknown metric {unknown[0]!r}; choose from {', '.join(ALL_METRICS)}")
     if not metrics:
-        raise ValueError(f"no metric requested; choose from {', '.join(METRICS)}")
-    return tuple(name for name in METRICS if name in metrics)
+        raise ValueError(f"no metric requested; choose from {', '.join(ALL_METRICS)}")
+    return tuple(name for name in ALL_METRICS if name in metrics)
+
+
+def run_metrics_path(run_dir, metrics):
+    """Where an evaluation of a run folder is written, so that no full evaluation is lost.
+
+    The default set of metrics always goes to ``metrics.json`` (what ``tcvae-tf export``
+    puts in the card). Any other choice goes there only while no ``metrics.json`` exists,
+    and otherwise to ``metrics-<name>+<name>.json`` beside it.
+    """
+    metrics = check_metrics(metrics)
+    path = os.path.join(os.fspath(run_dir), METRICS_FILE)
+    if metrics == METRICS or not os.path.exists(path):
+        return path
+    return os.path.join(os.fspath(run_dir), f"metrics-{'+'.join(metrics)}.json")
 
 
 def mig_factors(factor_names, dataset_name=None, factors=None):
@@ -526,6 +545,9 @@ def compute_metrics(loc, log_scale, factor_classes, metrics=METRICS, log_likelih
       analytic KL over all N images, and with ``log_likelihood`` the mean log p(x|z), its
       standard error and ELBO = mean log p(x|z) - KL.
     - ``active_units``: latents whose posterior mean has variance > 0.01.
+    - ``minibatch_saturation`` (only on request): the share of each sample's own posterior
+      in the MWS and MSS minibatch estimates of log q(z), for batches of 256 and 2048
+      random images (`tcvae_tf.metrics.minibatch_saturation`).
 
     Both MIG sections hold "mig" (over ``mig_factors(...)``, the published factor set on
     dSprites), "mig_all_factors", "factors" (names used for "mig") and "all_factors" (the
@@ -535,7 +557,7 @@ def compute_metrics(loc, log_scale, factor_classes, metrics=METRICS, log_likelih
       loc: array [N, D], posterior means.
       log_scale: array [N, D], posterior log standard deviations.
       factor_classes: integer array [N, K], the factor classes of the same images.
-      metrics: names from ``METRICS``.
+      metrics: names from ``ALL_METRICS``.
       log_likelihood: optional array [n], per-image log p(x|z) of all N images or of a
         random subset of them (for the ELBO: its mean estimates E log p(x|z)).
       factor_names: names of the K factors (default "factor0", ...).
@@ -594,9 +616,13 @@ def compute_metrics(loc, log_scale, factor_classes, metrics=METRICS, log_likelih
                 section["elbo"] = section["log_likelihood"] - section["kl"]
             section["seed"] = seed
             results[name] = section
-        else:
+        elif name == "active_units":
             results[name] = metrics_lib.active_units(loc, threshold=ACTIVE_UNITS_THRESHOLD)
             results[name]["latent_dim"] = int(loc.shape[1])
+        else:
+            sizes = [size for size in SATURATION_BATCH_SIZES if size <= len(loc)] or [len(loc)]
+            results[name] = metrics_lib.minibatch_saturation(
+                loc, log_scale, batch_sizes=sizes, num_batches=SATURATION_BATCHES, seed=seed)
         results["seconds"][name] = round(time.perf_counter() - start, 3)
     return results
 
@@ -618,7 +644,7 @@ def evaluate(ref, metrics=METRICS, num_samples=DEFAULT_NUM_SAMPLES, seed=0, zoo_
 
     Args:
       ref: a run folder or a zoo model name (a run folder wins).
-      metrics: names from ``METRICS``.
+      metrics: names from ``ALL_METRICS``.
       num_samples: Monte-Carlo samples of the sampling MIG and the ELBO decomposition.
       seed: seed of the posterior samples and of every metric.
       zoo_root: zoo folder for zoo names.
@@ -787,6 +813,14 @@ def summary_rows(result):
     if units:
         rows.append((f"active units (variance > {units['threshold']:g})",
                      f"{units['active_units']} / {units['latent_dim']}"))
+    saturation = result.get("minibatch_saturation")
+    if saturation:
+        for estimator in ("mws", "mss"):
+            for size, shares in saturation.get(estimator, {}).items():
+                rows.append((f"own-posterior share of log q(z), {estimator.upper()}, M = {size} "
+                             "(median / mean)",
+                             f"{_number(shares['joint_median'], 3)} / "
+                             f"{_number(shares['joint_mean'], 3)}"))
     return rows
 
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from tcvae_tf import evaluation, training, zoo
+from tcvae_tf import metrics as metrics_lib
 from tcvae_tf.cli.main import cli
 from tcvae_tf.data import dsprites_subgrid
 from tcvae_tf.metrics import mig_histogram, mig_sampling
@@ -260,20 +261,47 @@ def test_log_likelihood_on_a_random_subset(run, dataset):
         evaluation.evaluate(folder, metrics=["elbo"], log_likelihood_images=0)
 
 
-def test_cli_metric_selection_and_json(run, tmp_path):
-    folder, _ = run
+def test_cli_metric_selection_and_json(evaluated, tmp_path):
+    folder, _, full = evaluated
     out = tmp_path / "selected.json"
     result = CliRunner().invoke(cli, ["evaluate", str(folder), "--metric", "active_units",
                                       "--metric", "mig_histogram", "--json", str(out),
                                       "--factor", "pos_x", "--quiet"])
     assert result.exit_code == 0, result.output
     written = json.loads(out.read_text())
-    assert written == json.loads((folder / evaluation.METRICS_FILE).read_text())
+    # the full evaluation stays in metrics.json; the partial one goes beside it
+    assert json.loads((folder / evaluation.METRICS_FILE).read_text()) == full
+    beside = folder / "metrics-mig_histogram+active_units.json"
+    assert written == json.loads(beside.read_text())
+    assert f"metrics written to {beside}" in result.output
     assert "mig_sampling" not in written and "elbo" not in written
     assert written["settings"]["metrics"] == ["mig_histogram", "active_units"]
     assert written["mig_histogram"]["factors"] == ["pos_x"]
     assert "MIG, histogram (pos_x)" in result.output
     assert "ELBO" not in result.output
+
+
+def test_run_metrics_path_never_replaces_a_full_evaluation(tmp_path):
+    full = tmp_path / evaluation.METRICS_FILE
+    assert evaluation.run_metrics_path(tmp_path, ["elbo"]) == str(full)
+    full.write_text("{}")
+    assert evaluation.run_metrics_path(tmp_path, evaluation.METRICS) == str(full)
+    assert evaluation.run_metrics_path(tmp_path, ["active_units", "elbo"]) == str(
+        tmp_path / "metrics-elbo+active_units.json")
+
+
+def test_minibatch_saturation_is_computed_only_on_request(run, dataset):
+    folder, _ = run
+    result = evaluation.evaluate(folder, metrics=["minibatch_saturation"], seed=2)
+    encoding = evaluation.encode_dataset(evaluation.load_evaluable(folder), dataset.images,
+                                         with_log_likelihood=False)
+    expected = metrics_lib.minibatch_saturation(
+        encoding.loc, encoding.log_scale, batch_sizes=(256,), num_batches=4, seed=2)
+    assert result["minibatch_saturation"] == expected
+    assert set(result["minibatch_saturation"]["mss"]) == {"256"}  # 2048 > the 1536 images
+    rows = dict(evaluation.summary_rows(result))
+    assert "own-posterior share of log q(z), MWS, M = 256 (median / mean)" in rows
+    assert "minibatch_saturation" not in evaluation.METRICS
 
 
 def test_cli_errors_are_one_line(run, tmp_path):
