@@ -169,14 +169,16 @@ def export_model(model, encoder_dir, decoder_dir):
         return {"logits": logits, "probs": tf.sigmoid(logits)}
 
     networks = (
-        (model.encoder, encoder_dir, ENCODER_SIGNATURE, encode,
+        (encoder_dir, ENCODER_SIGNATURE, encode,
          tf.TensorSpec([None, *image_shape], tf.float32, name=ENCODER_INPUT), "encoder"),
-        (model.decoder, decoder_dir, DECODER_SIGNATURE, decode,
+        (decoder_dir, DECODER_SIGNATURE, decode,
          tf.TensorSpec([None, latent_dim], tf.float32, name=DECODER_INPUT), "decoder"),
     )
-    for network, folder, endpoint, fn, spec, kind in networks:
+    for folder, endpoint, fn, spec, kind in networks:
         archive = keras.export.ExportArchive()
-        archive.track(network)
+        # No archive.track(network): the endpoint's trace captures every variable it reads,
+        # and tracking the network as well would store each weight a second time (Keras's
+        # variable wrappers next to the captured TensorFlow variables).
         # The first endpoint is also exported as "serving_default".
         archive.add_endpoint(endpoint, fn, input_signature=[spec])
         archive.write_out(folder, verbose=False)

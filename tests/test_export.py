@@ -190,6 +190,19 @@ def test_wrong_input_shape_is_rejected_by_the_signature(exported):
         loaded.signatures["serving_default"](images=tf.zeros([2, 64, 64, 1], tf.uint8))
 
 
+def stored_values(folder):
+    """The number of float values in a SavedModel's variables checkpoint."""
+    reader = tf.train.load_checkpoint(str(folder / "variables" / "variables"))
+    return sum(int(np.prod(shape)) for key, shape in reader.get_variable_to_shape_map().items()
+               if key.endswith("VARIABLE_VALUE"))
+
+
+def test_each_weight_is_stored_once(trained_model, exported):
+    encoder_dir, decoder_dir, _ = exported
+    assert stored_values(encoder_dir) == trained_model.encoder.count_params()
+    assert stored_values(decoder_dir) == trained_model.decoder.count_params()
+
+
 def test_export_refuses_an_existing_folder(trained_model, exported, tmp_path):
     encoder_dir, _, _ = exported
     before = sorted(p.name for p in encoder_dir.iterdir())
@@ -214,6 +227,9 @@ def test_batchnorm_runs_in_inference_mode(tmp_path):
             layer.moving_mean.assign(np.full(layer.moving_mean.shape, 0.3, "float32"))
             layer.moving_variance.assign(np.full(layer.moving_variance.shape, 4.0, "float32"))
     export.export_model(model, tmp_path / "encoder", tmp_path / "decoder")
+    # the moving statistics are stored, once
+    assert stored_values(tmp_path / "encoder") == model.encoder.count_params()
+    assert stored_values(tmp_path / "decoder") == model.decoder.count_params()
     images = np.random.default_rng(2).random((4, 64, 64, 1)).astype("float32")
     latents = np.random.default_rng(3).normal(size=(4, 2)).astype("float32")
     encoder = tf.saved_model.load(str(tmp_path / "encoder"))
