@@ -44,13 +44,15 @@ def test_shares_match_brute_force(estimator):
     np.testing.assert_allclose(per_dimension, expected_per_dimension, rtol=1e-12)
 
 
-def test_weights_are_the_training_estimators():
-    tf = pytest.importorskip("tensorflow")
-    from tcvae_tf import objectives
-
+def test_weights_are_the_paper_estimators():
+    # MSS with M = 7, N = 50, K = 6: 1/N on the diagonal, (N - K)/(N K) on the next
+    # column (cyclically), 1/K elsewhere
+    expected = np.full((7, 7), 1 / 6)
+    rows = np.arange(7)
+    expected[rows, rows] = 1 / 50
+    expected[rows, (rows + 1) % 7] = 44 / 300
     np.testing.assert_allclose(np.exp(_log_weights("mss", 7, 50)).sum(axis=1), np.ones(7))
-    np.testing.assert_allclose(_log_weights("mss", 7, 50),
-                               objectives._mss_log_weights(7, 50, tf.float64).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(_log_weights("mss", 7, 50), np.log(expected), rtol=1e-12)
     np.testing.assert_allclose(_log_weights("mws", 7, 50), np.full((7, 7), -math.log(350)))
 
 

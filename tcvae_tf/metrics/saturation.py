@@ -22,14 +22,13 @@ the dependence between latents. MSS gives the own posterior the weight 1/N and t
 about 1/M, so its share only approaches 1 when the neighbours' densities are N/M times
 smaller than the own posterior's.
 
-Posteriors are diagonal Normals, as in the rest of `tcvae_tf.metrics`.
+Posteriors are diagonal Normals, as in the rest of `tcvae_tf.metrics`. The weights are
+`tcvae_tf.objectives.log_importance_weights`, so TensorFlow is imported when this runs.
 """
-
-import math
 
 import numpy as np
 
-from tcvae_tf.metrics.elbo_decomposition import _validate_posteriors
+from tcvae_tf.metrics.elbo_decomposition import HALF_LOG_TWO_PI, _validate_posteriors
 
 ESTIMATORS = ("mws", "mss")
 DEFAULT_BATCH_SIZES = (256, 2048)
@@ -37,22 +36,19 @@ _ROW_BLOCK = 128  # rows of the [rows, M, D] density tensor computed at once
 
 
 def _log_weights(estimator, batch_size, dataset_size):
-    """The [M, M] log-weights w_ij (sample i, image j) of a minibatch estimator."""
-    size, count = batch_size, dataset_size
-    if estimator == "mws":
-        return np.full((size, size), -math.log(count * size))
-    others = size - 1
-    weights = np.full((size, size), -math.log(others))
-    rows = np.arange(size)
-    weights[rows, rows] = -math.log(count)
-    weights[rows, (rows + 1) % size] = math.log(count - others) - math.log(count * others)
-    return weights
+    """The [M, M] float64 log-weights w_ij (sample i, image j) that training uses."""
+    import tensorflow as tf
+
+    from tcvae_tf import objectives
+
+    return objectives.log_importance_weights(batch_size, dataset_size, estimator,
+                                             tf.float64).numpy()
 
 
 def _log_normal(z, loc, log_scale):
     """log Normal(z_id; loc_jd, exp(log_scale_jd)) as [i, j, d] for z [i, D], loc [j, D]."""
     standard = (z[:, None, :] - loc[None]) * np.exp(-log_scale)[None]
-    return -0.5 * standard**2 - log_scale[None] - 0.5 * math.log(2.0 * math.pi)
+    return -0.5 * standard**2 - log_scale[None] - HALF_LOG_TWO_PI
 
 
 def _logsumexp(values, axis):
