@@ -46,35 +46,47 @@ def _fail(error):
                    "and the Adam update are compiled either way), on or off.")
 @click.option("--checkpoint-every", default=500, show_default=True, type=int,
               help="Steps between checkpoints (and history rows).")
+@click.option("--keep-every", default=None, type=int,
+              help="Also keep the weights every this many steps (a multiple of "
+                   "--checkpoint-every) in snapshots/, for MIG-against-steps curves.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run folder [default: runs/DATASET-OBJECTIVE-betaB-ARCH-seedS].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Start afresh in a folder that holds a run.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(dataset, objective, alpha, beta, gamma, estimator, kl, arch, latent_dim, batch_size, lr,
-          epochs, steps, warmup_steps, seed, source, data_path, subset, precision, jit_compile,
-          checkpoint_every, out, resume, overwrite, quiet):
+def train(dataset, resume, overwrite, quiet, **options):
     """Train a beta-TCVAE (or beta-VAE, VAE) on DATASET (e.g. dsprites).
 
     The defaults are the authors' dSprites recipe: `tcvae-tf train dsprites --beta 6`
     trains the MLP with batch 2048 and Adam 1e-3 for 50 epochs. A run folder keeps
     config.json, history.csv, TensorBoard logs, checkpoints, model.keras and samples.png.
     """
-    from tcvae_tf import data, training
+    from tcvae_tf import training
 
-    if dataset not in data.available_datasets():
-        _fail(f"unknown dataset {dataset!r}; choose one of {', '.join(data.available_datasets())}")
-    if epochs is None and steps is None and not resume:
-        epochs = 50
-    config = training.TrainConfig(
-        dataset=dataset, objective=objective, alpha=alpha, beta=beta, gamma=gamma,
-        estimator=estimator, kl=kl, arch=arch, latent_dim=latent_dim, batch_size=batch_size,
-        lr=lr, epochs=epochs, steps=steps, beta_warmup_steps=warmup_steps,
-        gamma_warmup_steps=warmup_steps, seed=seed, source=source, data_path=data_path,
-        subset=subset, precision=precision, jit_compile=jit_compile,
-        checkpoint_every=checkpoint_every, out=out)
+    if options["epochs"] is None and options["steps"] is None and not resume:
+        options["epochs"] = 50
     try:
+        config = config_from_options(dataset, **options)
         training.train(config, resume=resume, overwrite=overwrite, verbose=0 if quiet else 1,
                        echo=lambda message: click.echo(message, err=True))
     except (ValueError, OSError, training.TrainingError) as error:
         _fail(error)
+
+
+# Options of `train` that say how to run, not what to train (a sweep sets them itself).
+RUN_CONTROL_OPTIONS = ("out", "resume", "overwrite", "quiet")
+
+
+def config_from_options(dataset, warmup_steps=0, **options):
+    """The TrainConfig of `train`'s options (Python names, as Click passes them).
+
+    Raises:
+      ValueError: an unknown dataset.
+    """
+    from tcvae_tf import data, training
+
+    if dataset not in data.available_datasets():
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of "
+                         f"{', '.join(data.available_datasets())}")
+    return training.TrainConfig(dataset=dataset, beta_warmup_steps=warmup_steps,
+                                gamma_warmup_steps=warmup_steps, **options)

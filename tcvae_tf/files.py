@@ -8,7 +8,7 @@ import os
 import tempfile
 
 
-def atomic_write(path, write, prefix=".tmp-"):
+def atomic_write(path, write, prefix=".tmp-", suffix=None):
     """Writes a file through a temporary file next to it and a rename.
 
     Args:
@@ -16,6 +16,8 @@ def atomic_write(path, write, prefix=".tmp-"):
       write: callable(tmp_path) that writes the content to tmp_path (it keeps the
         extension of ``path``, which some writers such as Keras' ``model.save`` need).
       prefix: name prefix of the temporary file.
+      suffix: name ending of the temporary file (default: the extension of ``path``;
+        Keras' ``save_weights`` needs ".weights.h5").
 
     Returns:
       ``path``. The file gets the usual permissions (0666 minus the umask).
@@ -23,7 +25,7 @@ def atomic_write(path, write, prefix=".tmp-"):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=os.path.splitext(path)[1])
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix or os.path.splitext(path)[1])
     os.close(fd)
     try:
         write(tmp)

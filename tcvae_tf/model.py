@@ -39,6 +39,8 @@ class BetaTCVAE(keras.Model):
       kl: ``"sampled"`` or ``"analytic"`` KL for the beta-VAE objectives.
       beta_warmup_steps: linear warm-up of beta over this many steps (0: off).
       gamma_warmup_steps: the authors' warm-up of gamma over this many steps (0: off).
+      seed: seed of the posterior noise of training: the noise of step t is drawn from
+        (seed, t) with stateless ops, so a resumed run draws what the uninterrupted one did.
 
     Example:
 
@@ -52,7 +54,7 @@ class BetaTCVAE(keras.Model):
     def __init__(self, latent_dim=10, arch="mlp", image_shape=(64, 64, 1), objective="tcvae",
                  alpha=1.0, beta=6.0, gamma=1.0, estimator="mws", dataset_size=737280,
                  posterior="normal", prior="normal", likelihood="bernoulli", kl="sampled",
-                 beta_warmup_steps=0, gamma_warmup_steps=0, **kwargs):
+                 beta_warmup_steps=0, gamma_warmup_steps=0, seed=0, **kwargs):
         super().__init__(**kwargs)
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; choose one of "
@@ -82,6 +84,7 @@ class BetaTCVAE(keras.Model):
         self.kl = kl
         self.beta_warmup_steps = int(beta_warmup_steps)
         self.gamma_warmup_steps = int(gamma_warmup_steps)
+        self.seed = int(seed)
         self.encoder = architectures.build_encoder(arch, self.latent_dim, self.image_shape)
         self.decoder = architectures.build_decoder(arch, self.latent_dim, self.image_shape)
         self._trackers = {
@@ -98,7 +101,7 @@ class BetaTCVAE(keras.Model):
             estimator=self.estimator, dataset_size=self.dataset_size, posterior=self.posterior,
             prior=self.prior, likelihood=self.likelihood, kl=self.kl,
             beta_warmup_steps=self.beta_warmup_steps,
-            gamma_warmup_steps=self.gamma_warmup_steps,
+            gamma_warmup_steps=self.gamma_warmup_steps, seed=self.seed,
         )
         return config
 
@@ -129,11 +132,26 @@ class BetaTCVAE(keras.Model):
         return tf.cast(self.decoder(latents, training=training), tf.float32)
 
     def sample_posterior(self, loc, log_scale, seed=None):
-        """Draws one reparameterised sample z ~ q(z|x) [B, D]."""
+        """Draws one reparameterised sample z ~ q(z|x) [B, D].
+
+        Args:
+          loc, log_scale: [B, D] posterior parameters.
+          seed: None for stateful random noise, or an int tensor [2] for stateless noise
+            (the same seed gives the same sample).
+        """
         if self.posterior == "normal":
-            noise = tf.random.normal(tf.shape(loc), seed=seed, dtype=loc.dtype)
+            shape = tf.shape(loc)
+            if seed is None:
+                noise = tf.random.normal(shape, dtype=loc.dtype)
+            else:
+                noise = tf.random.stateless_normal(shape, seed=seed, dtype=loc.dtype)
             return loc + tf.exp(log_scale) * noise
         return distributions.posterior(loc, log_scale, self.posterior).sample(seed=seed)
+
+    def step_seed(self):
+        """The stateless seed [2] of the current optimizer step: (seed, step)."""
+        step = self.optimizer.iterations if self.optimizer is not None else 0
+        return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
 
     def call(self, images, training=False):
         """Encodes, samples and decodes: returns the logits of the reconstruction."""
@@ -163,7 +181,7 @@ class BetaTCVAE(keras.Model):
         """
         images = tf.cast(images, tf.float32)
         loc, log_scale = self.encode(images, training=training)
-        z = self.sample_posterior(loc, log_scale)
+        z = self.sample_posterior(loc, log_scale, seed=self.step_seed())
         logits = self.decode(z, training=training)
         reconstruction = tf.reduce_mean(self.reconstruction_nll(images, logits))
         step = tf.cast(self.optimizer.iterations, tf.float32) if self.optimizer else 0.0

@@ -1,36 +1,34 @@
-"""Training runs: configuration, run folders, checkpoints, resume and fault handling.
+"""Training runs: configuration, the training loop, checkpoints, resume and fault handling.
 
-A run folder holds::
+``train(config)`` runs (or resumes) a run in a run folder (see :mod:`tcvae_tf.runs` for
+what the folder holds); the CLI is a thin shell over it.
 
-    config.json            the full TrainConfig, the data source and library versions
-    history.csv            one row per logging window (``--log-every`` steps)
-    tensorboard/           every loss term, per window and per step
-    checkpoints/last.keras weights, optimizer state and step (written atomically)
-    model.keras            the final model
-    samples.png            reconstructions and prior samples at the end of training
-
-``train(config)`` runs (or resumes) a run; the CLI is a thin shell over it.
+Every random draw of training is a function of (seed, step): the batch order
+(stateless shuffles of the image indices) and the posterior noise (stateless normals
+seeded with (seed, step)). A run stopped at a checkpoint and resumed, on this machine or
+another, therefore reproduces the uninterrupted run's history exactly.
 """
 
 import dataclasses
-import json
 import math
 import os
 import platform
+import shutil
+import sys
 import time
 
-from tcvae_tf.files import atomic_write, atomic_write_text
+from tcvae_tf import runs
 
-CONFIG_FILE = "config.json"
-HISTORY_FILE = "history.csv"
-CHECKPOINT_FILE = os.path.join("checkpoints", "last.keras")
-MODEL_FILE = "model.keras"
-SAMPLES_FILE = "samples.png"
+# Run-folder names, kept here for code written against earlier versions.
+CONFIG_FILE = runs.CONFIG_FILE
+HISTORY_FILE = runs.HISTORY_FILE
+CHECKPOINT_FILE = runs.CHECKPOINT_FILE
+MODEL_FILE = runs.MODEL_FILE
+SAMPLES_FILE = runs.SAMPLES_FILE
 PRECISIONS = ("fp32", "bf16")
 
-
-class TrainingError(RuntimeError):
-    """A run that cannot start or continue; the message is one line for the user."""
+# A run that cannot start or continue; the message is one line for the user.
+TrainingError = runs.RunError
 
 
 @dataclasses.dataclass
@@ -63,6 +61,7 @@ class TrainConfig:
     precision: str = "fp32"
     jit_compile: str = "auto"
     checkpoint_every: int = 500
+    keep_every: int | None = None
     out: str | None = None
 
     def validate(self):
@@ -78,6 +77,10 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; "
                                  f"choose one of {', '.join(allowed)}")
+        for name in ("alpha", "beta", "gamma", "lr", "epochs"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
         for name in ("alpha", "beta", "gamma", "beta_warmup_steps", "gamma_warmup_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -95,6 +98,12 @@ class TrainConfig:
             raise ValueError("give a positive --epochs or --steps")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint interval must be >= 1, got {self.checkpoint_every}")
+        if self.keep_every is not None and (self.keep_every < 1
+                                            or self.keep_every % self.checkpoint_every):
+            raise ValueError(f"keep-every must be a positive multiple of checkpoint-every "
+                             f"({self.checkpoint_every}), got {self.keep_every}")
+        if self.subset is not None and self.subset < 1:
+            raise ValueError(f"--subset must be a positive number of images, got {self.subset}")
 
     def total_steps(self, dataset_size):
         if self.steps is not None:
@@ -122,35 +131,11 @@ def library_versions():
 
 def atomic_save_model(model, path):
     """Saves a Keras model (with optimizer state) to ``path`` through a rename."""
-    atomic_write(path, model.save)
+    runs.save_model(model, path)
 
 
-def read_config(run_dir):
-    """Reads a run's config.json as a dict; raises TrainingError when it is missing."""
-    path = os.path.join(run_dir, CONFIG_FILE)
-    if not os.path.isfile(path):
-        raise TrainingError(f"{run_dir} is not a run folder (no {CONFIG_FILE})")
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as error:
-        raise TrainingError(f"{path} is not valid JSON: {error}") from None
-
-
-def load_model(run_dir, prefer_checkpoint=False):
-    """Loads the trained model of a run folder (``model.keras``, else the last checkpoint)."""
-    import keras
-
-    from tcvae_tf import model as _model  # noqa: F401  (registers BetaTCVAE)
-
-    candidates = [MODEL_FILE, CHECKPOINT_FILE]
-    if prefer_checkpoint:
-        candidates.reverse()
-    for name in candidates:
-        path = os.path.join(run_dir, name)
-        if os.path.isfile(path):
-            return keras.models.load_model(path)
-    raise TrainingError(f"{run_dir} holds no model ({MODEL_FILE} or {CHECKPOINT_FILE})")
+read_config = runs.read_config
+load_model = runs.load_model
 
 
 def fit_plan(start_step, total_steps, log_every):
@@ -196,41 +181,115 @@ def _set_precision(precision):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def _append_history(path, step, logs):
-    """Appends one row (the step and the window's mean loss terms) to the history CSV."""
-    names = sorted(logs)
-    new_file = not os.path.isfile(path) or os.path.getsize(path) == 0
-    with open(path, "a") as handle:
-        if new_file:
-            handle.write(",".join(["step", *names]) + "\n")
-        handle.write(",".join([str(step), *(f"{float(logs[n]):.6g}" for n in names)]) + "\n")
+def _duration(seconds):
+    """'1h02m', '4m05s' or '12s'."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
 
 
-def _make_callbacks(run_dir, log_every, start_step):
+def progress_line(step, total_steps, images_per_second, logs=None):
+    """One line of training progress: steps out of the total, images/s, ETA and the loss."""
+    parts = [f"step {step}/{total_steps}"]
+    if images_per_second:
+        parts.append(f"{images_per_second:,.0f} img/s")
+    if logs and "loss" in logs:
+        parts.append(f"loss {float(logs['loss']):.4g}")
+    return " | ".join(parts)
+
+
+def _make_callbacks(run_dir, config, start_step, total_steps, verbose, stream, on_window):
+    """The callbacks of a run: the window guard (history, checkpoints, snapshots), progress
+    output and TensorBoard."""
     import keras
     import numpy as np
 
-    class Guard(keras.callbacks.Callback):
-        """Stops on a non-finite loss (naming the step) and checkpoints every window."""
+    log_every = min(config.checkpoint_every, total_steps)
+
+    class Window(keras.callbacks.Callback):
+        """Counts steps, stops on a non-finite loss and closes each checkpoint window.
+
+        A window's end appends the history row, then writes the checkpoint (and the
+        snapshot when one is due): a resumed run truncates the history to its checkpoint,
+        so a crash between the two writes neither loses nor repeats a row. Progress goes to
+        ``stream``: one redrawn line on a terminal, one plain line per window otherwise.
+        """
 
         def __init__(self):
             super().__init__()
             self.step = start_step
+            self.interactive = verbose and hasattr(stream, "isatty") and stream.isatty()
+            self.drawn = False
+            self._reset_clock()
+
+        def _reset_clock(self):
+            self.window_start = time.perf_counter()
+            self.window_first_step = self.step
+            self.last_draw = 0.0
+
+        def images_per_second(self):
+            elapsed = time.perf_counter() - self.window_start
+            steps = self.step - self.window_first_step
+            return steps * config.batch_size / elapsed if steps and elapsed > 0 else None
+
+        def line(self, logs):
+            rate = self.images_per_second()
+            text = progress_line(self.step, total_steps, rate, logs)
+            if rate:
+                eta = (total_steps - self.step) * config.batch_size / rate
+                text += f" | ETA {_duration(eta)}"
+            return text
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._reset_clock()
 
         def on_train_batch_end(self, batch, logs=None):
             self.step += 1
             loss = (logs or {}).get("loss")
             if loss is not None and not np.isfinite(float(loss)):
-                raise TrainingError(
-                    f"non-finite loss ({float(loss)}) at step {self.step}; the last good "
-                    f"checkpoint is kept in {os.path.join(run_dir, CHECKPOINT_FILE)}")
+                kept = (f"the last good checkpoint is kept in "
+                        f"{os.path.join(run_dir, CHECKPOINT_FILE)}"
+                        if runs.has_checkpoint(run_dir) else "no checkpoint was written yet")
+                self.end_line()
+                raise TrainingError(f"non-finite loss ({float(loss)}) at step {self.step}; "
+                                    f"{kept}")
+            now = time.perf_counter()
+            if self.interactive and now - self.last_draw > 0.5:
+                self.last_draw = now
+                stream.write("\r\033[K" + self.line(logs))
+                stream.flush()
+                self.drawn = True
 
         def on_epoch_end(self, epoch, logs=None):
-            atomic_save_model(self.model, os.path.join(run_dir, CHECKPOINT_FILE))
-            _append_history(os.path.join(run_dir, HISTORY_FILE), self.step, logs or {})
+            logs = dict(logs or {})
+            runs.append_history(run_dir, self.step, logs)
+            runs.save_checkpoint(self.model, run_dir)
+            if config.keep_every and self.step % config.keep_every == 0:
+                runs.save_snapshot(self.model, run_dir, self.step)
+            rate = self.images_per_second()
+            if verbose:
+                if self.interactive:
+                    stream.write("\r\033[K" + self.line(logs) + "\n")
+                    self.drawn = False
+                else:
+                    stream.write(self.line(logs) + "\n")
+                stream.flush()
+            if on_window is not None:
+                on_window(step=self.step, total_steps=total_steps, images_per_second=rate,
+                          logs=logs)
 
-    return Guard(), [
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"),
+        def end_line(self):
+            """Ends a redrawn progress line so that a message starts on a line of its own."""
+            if self.drawn:
+                stream.write("\n")
+                stream.flush()
+                self.drawn = False
+
+    return Window(), [
+        keras.callbacks.TensorBoard(os.path.join(run_dir, runs.TENSORBOARD_DIR),
                                     update_freq=max(1, min(100, log_every))),
     ]
 
@@ -260,30 +319,18 @@ def write_samples(model, images, path, seed=0):
             ax.set_yticks([])
         axes[r, 0].set_ylabel(label, fontsize=7)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    runs.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
 
 
-def train(config, resume=False, overwrite=False, verbose=1, echo=print):
-    """Runs (or resumes) a training run described by ``config``.
-
-    Args:
-      config: a TrainConfig.
-      resume: continue the run in ``config.out`` from its last checkpoint (its stored
-        config wins, except for the number of steps/epochs to reach).
-      overwrite: allow starting afresh in a folder that already holds a run.
-      verbose: Keras progress-bar verbosity.
-      echo: where to print one-line status messages.
-
-    Returns:
-      The run folder.
-    """
+def _resolve(config, resume, overwrite):
+    """The run folder and the config to run (a resumed run's stored config wins)."""
     run_dir = config.out or config.default_out()
-    has_run = os.path.isfile(os.path.join(run_dir, CONFIG_FILE))
+    has_run = runs.is_run(run_dir)
     if resume:
         if not has_run:
             raise TrainingError(f"nothing to resume: {run_dir} holds no run")
-        stored = read_config(run_dir)["train"]
+        stored = runs.read_config(run_dir)["train"]
         # The stored run wins; only a new length (--steps or --epochs) is taken over.
         if config.steps is not None:
             stored.update(steps=config.steps, epochs=None)
@@ -296,51 +343,99 @@ def train(config, resume=False, overwrite=False, verbose=1, echo=print):
                             f"--overwrite to start again")
     config.out = run_dir
     config.validate()
+    return run_dir, config
 
-    import keras
-    import numpy as np
-    import tensorflow as tf
 
+def _load_training_data(config, echo):
     from tcvae_tf import data as data_lib
-    from tcvae_tf.model import BetaTCVAE
 
-    dataset = data_lib.load_dataset(config.dataset, source=config.source, path=config.data_path,
-                                    log=echo)
+    dataset = data_lib.load_dataset(config.dataset, source=config.source,
+                                    path=config.data_path, log=echo)
     if config.subset is not None and config.subset < dataset.num_images:
+        import numpy as np
+
         rng = np.random.default_rng(config.seed)
         dataset = dataset.subset(np.sort(rng.choice(dataset.num_images, config.subset,
                                                     replace=False)))
     echo(f"data: {dataset.name} ({dataset.source}), {dataset.num_images} images")
     if config.batch_size > dataset.num_images:
         raise TrainingError(f"batch size {config.batch_size} exceeds the "
-                            f"{dataset.num_images} images of the dataset")
+                            f"{dataset.num_images} images of {dataset.name}; give "
+                            f"--batch-size {dataset.num_images} or less")
+    return dataset
+
+
+def build_model(config, dataset):
+    """A new, compiled BetaTCVAE for ``config`` and ``dataset``."""
+    import keras
+
+    from tcvae_tf.model import BetaTCVAE
+
+    model = BetaTCVAE(
+        latent_dim=config.latent_dim, arch=config.arch,
+        image_shape=dataset.image_shape, objective=config.objective, alpha=config.alpha,
+        beta=config.beta, gamma=config.gamma, estimator=config.estimator,
+        dataset_size=dataset.num_images, kl=config.kl,
+        beta_warmup_steps=config.beta_warmup_steps,
+        gamma_warmup_steps=config.gamma_warmup_steps, seed=config.seed)
+    model.compile(optimizer=keras.optimizers.Adam(config.lr), jit_compile=_choose_jit(config))
+    return model
+
+
+def train(config, resume=False, overwrite=False, verbose=1, echo=print, stream=None,
+          on_window=None):
+    """Runs (or resumes) a training run described by ``config``.
+
+    Args:
+      config: a TrainConfig.
+      resume: continue the run in ``config.out`` from its last checkpoint (its stored
+        config wins, except for the number of steps/epochs to reach).
+      overwrite: start afresh in a folder that already holds a run; everything the old
+        run wrote is deleted first.
+      verbose: 0 for no progress output; otherwise progress goes to ``stream``.
+      echo: where to print one-line status messages.
+      stream: where progress goes (default: standard output); on a terminal it is one
+        redrawn line, elsewhere one plain line per checkpoint window.
+      on_window: optional callable(step=, total_steps=, images_per_second=, logs=) called
+        after each checkpoint window (sweeps report progress through it).
+
+    Returns:
+      The run folder.
+
+    Raises:
+      TrainingError, ValueError, OSError: with one-line messages. A run that fails
+      before its first checkpoint leaves nothing behind that blocks a rerun.
+    """
+    run_dir, config = _resolve(config, resume, overwrite)
+    stream = sys.stdout if stream is None else stream
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    stale = runs.remove_temporaries(run_dir)
+    if stale:
+        echo(f"removed {len(stale)} unfinished temporary file(s) of an interrupted write")
+    dataset = _load_training_data(config, echo)
     total_steps = config.total_steps(dataset.num_images)
-    log_every = min(config.checkpoint_every, total_steps)
 
     _set_precision(config.precision)
     keras.utils.set_random_seed(config.seed)
-    checkpoint = os.path.join(run_dir, CHECKPOINT_FILE)
-    if resume and os.path.isfile(checkpoint):
-        model = keras.models.load_model(checkpoint)
+    fresh = not (resume and runs.has_checkpoint(run_dir))
+    if not fresh:
+        model = runs.load_model(run_dir, prefer_checkpoint=True)
         start_step = int(model.optimizer.iterations.numpy())
+        runs.truncate_history(run_dir, start_step)
         echo(f"resuming {run_dir} at step {start_step}")
     else:
         if resume:
             echo(f"{run_dir} has no checkpoint yet; starting at step 0")
-        model = BetaTCVAE(
-            latent_dim=config.latent_dim, arch=config.arch,
-            image_shape=dataset.image_shape, objective=config.objective, alpha=config.alpha,
-            beta=config.beta, gamma=config.gamma, estimator=config.estimator,
-            dataset_size=dataset.num_images, kl=config.kl,
-            beta_warmup_steps=config.beta_warmup_steps,
-            gamma_warmup_steps=config.gamma_warmup_steps)
-        model.compile(optimizer=keras.optimizers.Adam(config.lr), jit_compile=_choose_jit(config))
+        model = build_model(config, dataset)
         start_step = 0
-        if os.path.isdir(run_dir) and overwrite:
-            for name in (HISTORY_FILE, CHECKPOINT_FILE, MODEL_FILE, SAMPLES_FILE):
-                if os.path.exists(os.path.join(run_dir, name)):
-                    os.remove(os.path.join(run_dir, name))
-        os.makedirs(run_dir, exist_ok=True)
+        if runs.is_run(run_dir):  # --overwrite, or a resumed run that never checkpointed
+            runs.clear(run_dir)
+    created = not os.path.isdir(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
     record = {
         "train": dataclasses.asdict(config),
         "data": dataset.describe(),
@@ -349,32 +444,52 @@ def train(config, resume=False, overwrite=False, verbose=1, echo=print):
         "library_versions": library_versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    atomic_write_text(os.path.join(run_dir, CONFIG_FILE), json.dumps(record, indent=2) + "\n")
+    runs.write_config(run_dir, record)
 
-    remaining = total_steps - start_step
-    if remaining <= 0:
-        echo(f"{run_dir} already reached step {start_step} of {total_steps}")
-    else:
-        guard, callbacks = _make_callbacks(run_dir, log_every, start_step)
-        try:
-            for initial_epoch, epochs, steps_per_epoch, first_step in fit_plan(
-                    start_step, total_steps, log_every):
-                # Batch order is a function of the step, so each call picks up exactly
-                # where the previous one (or the interrupted run) stopped.
-                batches = dataset.as_tf_dataset(config.batch_size, shuffle=True,
-                                                seed=config.seed, start_batch=first_step)
-                model.fit(batches, initial_epoch=initial_epoch, epochs=epochs,
-                          steps_per_epoch=steps_per_epoch, verbose=verbose,
-                          callbacks=[guard, *callbacks])
-        except KeyboardInterrupt:
-            atomic_save_model(model, checkpoint)
-            raise TrainingError(f"interrupted at step {guard.step}; checkpoint saved, continue "
-                                f"with --resume --out {run_dir}") from None
-        atomic_save_model(model, checkpoint)
-    atomic_save_model(model, os.path.join(run_dir, MODEL_FILE))
+    try:
+        _fit(model, dataset, config, run_dir, start_step, total_steps, verbose, stream,
+             on_window, echo)
+    except BaseException:
+        if fresh and not runs.has_checkpoint(run_dir):
+            # Nothing worth keeping, and nothing may block a rerun.
+            if created:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            else:
+                runs.remove_training_files(run_dir)
+        raise
+    runs.save_model(model, os.path.join(run_dir, MODEL_FILE))
     sample_images = dataset.images[np.random.default_rng(config.seed).choice(
         dataset.num_images, 8, replace=False)]
     write_samples(model, tf.convert_to_tensor(sample_images), os.path.join(run_dir, SAMPLES_FILE),
                   seed=config.seed)
     echo(f"run saved in {run_dir}")
     return run_dir
+
+
+def _fit(model, dataset, config, run_dir, start_step, total_steps, verbose, stream, on_window,
+         echo):
+    """Trains from ``start_step`` to ``total_steps`` in checkpoint windows."""
+    if start_step >= total_steps:
+        echo(f"{run_dir} already reached step {start_step} of {total_steps}")
+        return
+    window, callbacks = _make_callbacks(run_dir, config, start_step, total_steps, verbose,
+                                        stream, on_window)
+    try:
+        for initial_epoch, epochs, steps_per_epoch, first_step in fit_plan(
+                start_step, total_steps, min(config.checkpoint_every, total_steps)):
+            # Batch order is a function of the step, so each call picks up exactly
+            # where the previous one (or the interrupted run) stopped.
+            batches = dataset.as_tf_dataset(config.batch_size, shuffle=True,
+                                            seed=config.seed, start_batch=first_step)
+            model.fit(batches, initial_epoch=initial_epoch, epochs=epochs,
+                      steps_per_epoch=steps_per_epoch, verbose=0,
+                      callbacks=[window, *callbacks])
+    except KeyboardInterrupt:
+        window.end_line()
+        step = int(model.optimizer.iterations.numpy())
+        if step > 0:
+            runs.save_checkpoint(model, run_dir)
+            raise TrainingError(f"interrupted at step {step}; checkpoint saved, continue "
+                                f"with --resume --out {run_dir}") from None
+        raise TrainingError("interrupted before the first step; nothing was saved") from None
+    runs.save_checkpoint(model, run_dir)

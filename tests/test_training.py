@@ -134,19 +134,100 @@ def test_cli_trains_and_reports_errors(tmp_path):
 
 def test_interrupt_saves_a_checkpoint_and_resume_finishes(tmp_path, monkeypatch):
     calls = []
-    original = training._append_history
+    original = training.runs.append_history
 
     def interrupt_after_first_window(path, step, logs):
         original(path, step, logs)
         calls.append(step)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "_append_history", interrupt_after_first_window)
+    monkeypatch.setattr(training.runs, "append_history", interrupt_after_first_window)
     with pytest.raises(TrainingError, match="interrupted at step 4; checkpoint saved"):
         training.train(_config(tmp_path, steps=8), verbose=0, echo=lambda _: None)
-    monkeypatch.setattr(training, "_append_history", original)
+    monkeypatch.setattr(training.runs, "append_history", original)
     run_dir = str(tmp_path / "run")
     assert not os.path.exists(os.path.join(run_dir, training.MODEL_FILE))
     training.train(_config(tmp_path, steps=8), resume=True, verbose=0, echo=lambda _: None)
     assert int(training.load_model(run_dir).optimizer.iterations) == 8
     assert _history_steps(run_dir) == [4, 8]
+
+
+def test_resumed_run_reproduces_the_uninterrupted_history_exactly(tmp_path):
+    straight = training.train(_config(tmp_path, steps=8, out=str(tmp_path / "straight")),
+                              verbose=0, echo=lambda _: None)
+    resumed = str(tmp_path / "resumed")
+    training.train(_config(tmp_path, steps=4, out=resumed), verbose=0, echo=lambda _: None)
+    training.train(_config(tmp_path, steps=8, out=resumed), resume=True, verbose=0,
+                   echo=lambda _: None)
+    with open(os.path.join(straight, training.HISTORY_FILE)) as a, \
+            open(os.path.join(resumed, training.HISTORY_FILE)) as b:
+        assert a.read() == b.read()
+    weights = [training.load_model(run).get_weights() for run in (straight, resumed)]
+    for first, second in zip(*weights, strict=True):
+        np.testing.assert_array_equal(first, second)
+
+
+def test_overwrite_leaves_nothing_of_the_old_run(tmp_path):
+    run_dir = training.train(_config(tmp_path, steps=2, keep_every=4, checkpoint_every=2),
+                             verbose=0, echo=lambda _: None)
+    for stale in ("metrics.json", "traversals.png"):
+        open(os.path.join(run_dir, stale), "w").write("old")
+    training.train(_config(tmp_path, steps=2), overwrite=True, verbose=0, echo=lambda _: None)
+    assert not os.path.exists(os.path.join(run_dir, "metrics.json"))
+    assert not os.path.exists(os.path.join(run_dir, "traversals.png"))
+
+
+@pytest.mark.parametrize("name", ["lr", "beta", "alpha", "gamma"])
+def test_non_finite_options_are_refused_before_anything_is_written(tmp_path, name):
+    with pytest.raises(ValueError, match=f"{name} must be a finite number, got nan"):
+        training.train(_config(tmp_path, **{name: float("nan")}), verbose=0)
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_does_not_block_a_rerun(
+        tmp_path, monkeypatch):
+    from tcvae_tf.model import BetaTCVAE
+
+    original = BetaTCVAE.loss_terms
+
+    def poisoned(self, images, training=False):
+        terms = original(self, images, training=training)
+        return {**terms, "loss": terms["loss"] * float("nan")}
+
+    monkeypatch.setattr(BetaTCVAE, "loss_terms", poisoned)
+    with pytest.raises(TrainingError) as caught:
+        training.train(_config(tmp_path), verbose=0, echo=lambda _: None)
+    assert "no checkpoint was written yet" in str(caught.value)
+    assert "last.keras" not in str(caught.value)
+    assert not os.path.exists(tmp_path / "run")
+    monkeypatch.setattr(BetaTCVAE, "loss_terms", original)
+    training.train(_config(tmp_path, steps=2), verbose=0, echo=lambda _: None)
+
+
+def test_stale_temporaries_of_a_killed_write_are_removed(tmp_path):
+    run_dir = training.train(_config(tmp_path, steps=4), verbose=0, echo=lambda _: None)
+    stale = os.path.join(run_dir, "checkpoints", ".tmp-abc123.keras")
+    open(stale, "w").write("half a checkpoint")
+    messages = []
+    training.train(_config(tmp_path, steps=6), resume=True, verbose=0, echo=messages.append)
+    assert not os.path.exists(stale)
+    assert any("removed 1 unfinished temporary file" in m for m in messages)
+
+
+def test_snapshots_are_kept_every_n_steps(tmp_path):
+    run_dir = training.train(_config(tmp_path, steps=8, checkpoint_every=2, keep_every=4),
+                             verbose=0, echo=lambda _: None)
+    assert [step for step, _ in training.runs.snapshots(run_dir)] == [4, 8]
+    with pytest.raises(ValueError, match="keep-every must be a positive multiple"):
+        _config(tmp_path, checkpoint_every=4, keep_every=6).validate()
+
+
+def test_progress_is_plain_lines_when_not_a_terminal(tmp_path):
+    import io
+
+    stream = io.StringIO()
+    training.train(_config(tmp_path, steps=6), verbose=1, stream=stream, echo=lambda _: None)
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" | ")[0] for line in lines] == ["step 4/6", "step 6/6"]
+    assert all("img/s" in line and "ETA" in line for line in lines)
+    assert "\033" not in stream.getvalue() and "\r" not in stream.getvalue()
