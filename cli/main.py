@@ -16,6 +16,8 @@ COMMANDS = {
     "train": ("train_cmd", "train", "Train a beta-TCVAE, beta-VAE or VAE on a dataset."),
     "evaluate": ("evaluate_cmd", "evaluate", "Compute MIG and the ELBO decomposition of a model."),
     "plot": ("plot_cmd", "plot", "Draw traversals, reconstructions and latent-vs-factor figures."),
+    "sweep": ("sweep_cmd", "sweep", "Train and evaluate a grid of settings (seeds, betas, ...) "
+                                    "on Ray Tune."),
     "export": ("export_cmd", "export", "Export a run's encoder and decoder as SavedModels."),
     "zoo": ("zoo_cmd", "zoo", "List, inspect, verify and serve the model zoo."),
 }

@@ -191,11 +191,12 @@ class Evaluable:
 # -- loading ---------------------------------------------------------------------------------
 
 
-def _load_run(run_dir):
-    from tcvae_tf import training
+def load_run(run_dir, model=None):
+    """An ``Evaluable`` of a run folder's model (or of ``model``, e.g. with other weights)."""
+    from tcvae_tf import runs
 
-    record = training.read_config(run_dir)
-    model = training.load_model(run_dir)
+    record = runs.read_config(run_dir)
+    model = runs.load_model(run_dir) if model is None else model
     name = os.path.basename(os.path.normpath(os.path.abspath(run_dir)))
     return Evaluable(
         name=name, kind="run", config=record.get("train", {}), data=record.get("data", {}),
@@ -266,7 +267,7 @@ def load_evaluable(ref, zoo_root=None, version=None):
     if os.path.isfile(os.path.join(ref, training.CONFIG_FILE)):
         if version is not None:
             raise ValueError(f"a version applies to zoo models only; {ref} is a run folder")
-        return _load_run(ref)
+        return load_run(ref)
     from tcvae_tf import zoo
 
     try:

@@ -25,7 +25,8 @@ def atomic_write(path, write, prefix=".tmp-", suffix=None):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix or os.path.splitext(path)[1])
+    suffix = suffix or os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix)
     os.close(fd)
     try:
         write(tmp)

@@ -181,7 +181,7 @@ def _set_precision(precision):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def _duration(seconds):
+def format_duration(seconds):
     """'1h02m', '4m05s' or '12s'."""
     seconds = int(round(seconds))
     if seconds >= 3600:
@@ -240,7 +240,7 @@ def _make_callbacks(run_dir, config, start_step, total_steps, verbose, stream, o
             text = progress_line(self.step, total_steps, rate, logs)
             if rate:
                 eta = (total_steps - self.step) * config.batch_size / rate
-                text += f" | ETA {_duration(eta)}"
+                text += f" | ETA {format_duration(eta)}"
             return text
 
         def on_epoch_begin(self, epoch, logs=None):

@@ -1,0 +1,511 @@
+"""Sweeps: many training runs over a grid of settings, scheduled by Ray Tune.
+
+```none
+sweep(dataset, grid, fixed, out)
+  trials = cross product of the grid      one ordinary run folder each: out/<name-value_...>
+  finished trials (trial.json) are skipped; the others train (or resume) in Ray workers:
+    training.train(config)                the same code as `tcvae-tf train`
+    evaluation.evaluate(run)              the same code as `tcvae-tf evaluate`
+    curves.update_curve(run)              histogram MIG of the kept snapshots
+  out/results.csv, results.json, summary.png   rewritten after each trial ends
+```
+
+Ray only schedules. The state is in the run folders, so a sweep that was stopped in any
+way (Ctrl-C, SIGKILL, the machine's end) resumes by running the same command again:
+finished trials are neither retrained nor re-evaluated, unfinished ones continue from
+their last checkpoint. ``out/sweep.json`` records the grid and the fixed options; a
+different grid or option into the same folder is refused.
+
+Ray is imported only when trials have to run (``pip install "tcvae-tf[sweep]"``).
+
+References:
+  Liaw et al. Tune: A Research Platform for Distributed Model Selection and Training.
+  2018. (Ray Tune)
+"""
+
+import dataclasses
+import itertools
+import math
+import os
+import re
+import time
+
+from tcvae_tf import runs
+from tcvae_tf.files import atomic_write, atomic_write_text
+from tcvae_tf.training import format_duration
+
+SPEC_FILE = "sweep.json"
+RESULTS_CSV = "results.csv"
+RESULTS_JSON = "results.json"
+SUMMARY_PNG = "summary.png"
+RAY_DIR = ".ray"
+SPEC_FORMAT = 1
+# The results columns after the grid values: (column, section of metrics.json, key).
+METRIC_COLUMNS = (
+    ("mig_sampling", "mig_sampling", "mig"),
+    ("mig_histogram", "mig_histogram", "mig"),
+    ("mig_sampling_all_factors", "mig_sampling", "mig_all_factors"),
+    ("mig_histogram_all_factors", "mig_histogram", "mig_all_factors"),
+    ("log_likelihood", "elbo", "log_likelihood"),
+    ("kl", "elbo", "kl"),
+    ("mutual_information", "elbo", "mutual_information"),
+    ("total_correlation", "elbo", "total_correlation"),
+    ("dimensionwise_kl", "elbo", "dimensionwise_kl"),
+    ("elbo", "elbo", "elbo"),
+    ("active_units", "active_units", "active_units"),
+)
+STATUS_COLUMNS = ("status", "steps", "total_steps")
+TAIL_COLUMNS = ("seconds", "run")
+
+
+class SweepError(RuntimeError):
+    """A sweep that cannot start or continue; the message is one line for the user."""
+
+
+@dataclasses.dataclass
+class Trial:
+    """One point of the grid: its name, its grid values and its full TrainConfig."""
+
+    name: str
+    values: dict
+    config: object  # training.TrainConfig
+
+    @property
+    def run_dir(self):
+        return self.config.out
+
+
+def _value_text(value):
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return re.sub(r"[^A-Za-z0-9.+=-]", "_", text)
+
+
+def trial_name(values):
+    """The run-folder name of a trial: ``name-value`` pairs joined by ``_``, in grid order."""
+    return "_".join(f"{name}-{_value_text(value)}" for name, value in values.items()) or "trial"
+
+
+def plan(dataset, grid, fixed, out, make_config=None):
+    """Expands a grid into trials and validates every one before anything runs.
+
+    Args:
+      dataset: the dataset name.
+      grid: dict option name -> list of values (already of the option's type), in order.
+      fixed: dict of the other options, shared by all trials.
+      out: the sweep folder.
+      make_config: callable(dataset=, out=, **options) -> TrainConfig (default: the
+        TrainConfig constructor; the CLI passes the one of `train`'s options).
+
+    Returns:
+      A list of ``Trial`` in grid order (the last option varies fastest).
+
+    Raises:
+      SweepError: an empty grid axis, a repeated value, an option both in the grid and
+        fixed, or a trial whose settings the training refuses (the message names it).
+    """
+    from tcvae_tf import training
+
+    make_config = make_config or training.TrainConfig
+    for name, values in grid.items():
+        if name in ("dataset", "out"):
+            raise SweepError(f"--grid {name}: a sweep has one {name}")
+        if name in fixed:
+            raise SweepError(f"{name} is both in the grid and fixed")
+        if not values:
+            raise SweepError(f"--grid {name}: no values")
+        if len(set(map(repr, values))) != len(values):
+            raise SweepError(f"--grid {name}: a value is repeated")
+    trials = []
+    for combination in itertools.product(*grid.values()):
+        values = dict(zip(grid, combination, strict=True))
+        name = trial_name(values)
+        try:
+            config = make_config(dataset=dataset, out=os.path.join(out, name),
+                                 **fixed, **values)
+            config.validate()
+        except TypeError as error:
+            raise SweepError(f"trial {name}: {error}") from None
+        except ValueError as error:
+            raise SweepError(f"trial {name}: {error}") from None
+        trials.append(Trial(name, values, config))
+    return trials
+
+
+def _spec(dataset, grid, fixed):
+    return {"format": SPEC_FORMAT, "dataset": dataset,
+            "grid": {name: list(values) for name, values in grid.items()},
+            "fixed": dict(sorted(fixed.items()))}
+
+
+def claim_folder(out, dataset, grid, fixed):
+    """Writes ``out/sweep.json``, or checks that the one there describes the same sweep.
+
+    Raises:
+      SweepError: ``out`` holds a different sweep (the message names the first difference).
+    """
+    spec = _spec(dataset, grid, fixed)
+    path = os.path.join(out, SPEC_FILE)
+    if os.path.isfile(path):
+        stored = runs.read_json(path)
+        for key in ("dataset", "grid", "fixed"):
+            before, now = stored.get(key), spec[key]
+            if key == "fixed":
+                # Options added or dropped by another version of tcvae-tf do not count.
+                shared = set(before or {}) & set(now)
+                before = {name: before[name] for name in shared}
+                now = {name: now[name] for name in shared}
+            if before != now:
+                differences = _first_difference(before, now)
+                raise SweepError(f"{out} holds another sweep ({key} differs: {differences}); "
+                                 f"give another --out or the same grid and options")
+        return stored
+    if os.path.isdir(out) and os.listdir(out):
+        raise SweepError(f"{out} is not empty and holds no sweep; give another --out")
+    os.makedirs(out, exist_ok=True)
+    runs.write_json(path, spec)
+    return spec
+
+
+def _first_difference(stored, wanted):
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        for key in sorted(set(stored) | set(wanted)):
+            if stored.get(key) != wanted.get(key):
+                return f"{key} was {stored.get(key)!r}, now {wanted.get(key)!r}"
+    return f"was {stored!r}, now {wanted!r}"
+
+
+# -- one trial (runs inside a Ray worker) ------------------------------------------------
+
+
+def is_finished(trial):
+    record = runs.read_trial(trial.run_dir)
+    return bool(record) and record.get("status") == "finished"
+
+
+def run_trial(config_dict, report=None, log=None):
+    """Trains (or resumes), evaluates and records one trial; the body of a Ray trial.
+
+    Args:
+      config_dict: the trial's TrainConfig as a dict (``out`` is its run folder).
+      report: optional callable(dict) told of progress after each checkpoint window and
+        of the final row.
+      log: optional callable(str) for one-line messages.
+
+    Returns:
+      The trial's record (what trial.json holds).
+    """
+    from tcvae_tf import curves, evaluation, training
+
+    config = training.TrainConfig(**config_dict)
+    run_dir = config.out
+    log = log or (lambda message: None)
+    previous = runs.read_trial(run_dir) or {}
+    seconds = float(previous.get("seconds", 0.0))
+    started = time.perf_counter()
+    record = {"status": "running", "seconds": seconds}
+
+    def on_window(step, total_steps, images_per_second, logs):
+        record.update(steps=step, total_steps=total_steps,
+                      seconds=round(seconds + time.perf_counter() - started, 1))
+        runs.write_trial(run_dir, record)
+        if report is not None:
+            report({"step": step, "total_steps": total_steps,
+                    "images_per_second": images_per_second or 0.0, "done": False})
+
+    try:
+        training.train(config, resume=runs.is_run(run_dir), verbose=0, echo=log,
+                       on_window=on_window)
+        result = evaluation.evaluate(run_dir)
+        evaluation.write_metrics(result, os.path.join(run_dir, runs.METRICS_FILE))
+        curves.update_curve(run_dir)
+    except BaseException as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        record.update(status="failed" if isinstance(error, Exception) else "stopped",
+                      error=message,
+                      seconds=round(seconds + time.perf_counter() - started, 1))
+        runs.write_trial(run_dir, record)
+        raise
+    steps = int(runs.read_config(run_dir).get("total_steps", 0))
+    record.update(status="finished", steps=steps, total_steps=steps, error=None,
+                  seconds=round(seconds + time.perf_counter() - started, 1))
+    record.pop("error")
+    runs.write_trial(run_dir, record)
+    if report is not None:
+        report({"step": steps, "total_steps": steps, "images_per_second": 0.0, "done": True})
+    return record
+
+
+# -- results ------------------------------------------------------------------------------
+
+
+def result_rows(trials, out):
+    """One dict per trial: grid values, status, steps, the metrics, seconds, run folder."""
+    rows = []
+    for trial in trials:
+        row = dict(trial.values)
+        record = runs.read_trial(trial.run_dir) or {}
+        history = runs.read_history(trial.run_dir)
+        row["status"] = record.get("status") or ("started" if history else "pending")
+        row["steps"] = record.get("steps", history[-1]["step"] if history else 0)
+        row["total_steps"] = record.get("total_steps")
+        metrics = runs.read_metrics(trial.run_dir) if row["status"] == "finished" else None
+        for column, section, key in METRIC_COLUMNS:
+            row[column] = ((metrics or {}).get(section) or {}).get(key)
+        row["seconds"] = record.get("seconds")
+        row["run"] = os.path.relpath(trial.run_dir, out)
+        rows.append(row)
+    return rows
+
+
+def _csv_text(rows, columns):
+    def cell(value):
+        if value is None:
+            return ""
+        if isinstance(value, float):
+            return f"{value:.6g}"
+        text = str(value)
+        return f'"{text}"' if "," in text else text
+
+    lines = [",".join(columns)]
+    lines += [",".join(cell(row.get(column)) for column in columns) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(trials, out, grid):
+    """Rewrites results.csv, results.json and summary.png atomically; returns the rows."""
+    import json
+
+    rows = result_rows(trials, out)
+    columns = [*grid, *STATUS_COLUMNS, *(c for c, _, _ in METRIC_COLUMNS), *TAIL_COLUMNS]
+    atomic_write_text(os.path.join(out, RESULTS_CSV), _csv_text(rows, columns))
+    atomic_write_text(os.path.join(out, RESULTS_JSON),
+                      json.dumps({"grid": grid, "columns": columns, "trials": rows},
+                                 indent=2) + "\n")
+    write_summary(rows, grid, os.path.join(out, SUMMARY_PNG))
+    return rows
+
+
+def group_statistics(rows, grid, column, seed_name="seed"):
+    """Mean, sample standard deviation and count of ``column`` per group of grid values
+    other than the seed, over finished trials; a dict group-label -> (mean, sd, n)."""
+    groups = {}
+    for row in rows:
+        if row.get(column) is None or row["status"] != "finished":
+            continue
+        label = ", ".join(f"{name}={row[name]}" for name in grid if name != seed_name) or "all"
+        groups.setdefault(label, []).append(float(row[column]))
+    statistics = {}
+    for label, values in groups.items():
+        mean = sum(values) / len(values)
+        sd = (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+              if len(values) > 1 else float("nan"))
+        statistics[label] = (mean, sd, len(values))
+    return statistics
+
+
+SUMMARY_METRICS = ("mig_sampling", "mig_histogram", "total_correlation", "log_likelihood")
+
+
+def write_summary(rows, grid, path, seed_name="seed"):
+    """Each headline metric per trial, grouped by the grid values other than the seed:
+    one marker per seed, the group's mean and +/- one standard deviation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = []
+    for row in rows:
+        label = ", ".join(f"{name}={row[name]}" for name in grid if name != seed_name) or "all"
+        if label not in labels:
+            labels.append(label)
+    seeds = sorted({row.get(seed_name) for row in rows}, key=str)
+    markers = "osD^v<>pPX*h"
+    fig, axes = plt.subplots(1, len(SUMMARY_METRICS),
+                             figsize=(3.2 * len(SUMMARY_METRICS), 3.4), squeeze=False)
+    for ax, column in zip(axes[0], SUMMARY_METRICS, strict=True):
+        statistics = group_statistics(rows, grid, column, seed_name)
+        for row in rows:
+            if row.get(column) is None or row["status"] != "finished":
+                continue
+            x = labels.index(", ".join(f"{n}={row[n]}" for n in grid if n != seed_name)
+                             or "all")
+            seed_index = seeds.index(row.get(seed_name))
+            ax.plot(x + 0.08 * (seed_index - (len(seeds) - 1) / 2), row[column],
+                    markers[seed_index % len(markers)], color="C0", alpha=0.8,
+                    label=f"{seed_name} {row.get(seed_name)}")
+        for label, (mean, sd, _) in statistics.items():
+            x = labels.index(label)
+            ax.errorbar(x + 0.3, mean, yerr=0 if math.isnan(sd) else sd, fmt="_", color="C3",
+                        capsize=4, markersize=14)
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, rotation=20, fontsize=7, ha="right")
+        ax.set_xlim(-0.5, len(labels) - 0.5)
+        ax.set_title(column, fontsize=9)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    unique = dict(zip(names, handles, strict=True))
+    if unique:
+        fig.legend(unique.values(), unique.keys(), loc="upper right", fontsize=7)
+    fig.suptitle("per trial (markers: seeds), mean +/- sd (red)", fontsize=9)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+# -- the driver ---------------------------------------------------------------------------
+
+
+class _Progress:
+    """Prints a line per trial report (steps, images/s, ETA) and one for the sweep."""
+
+    def __init__(self, trials, echo):
+        self.trials = {trial.name: trial for trial in trials}
+        self.echo = echo
+        self.state = {}
+
+    def trial_line(self, name, report):
+        self.state[name] = report
+        step, total = report["step"], report["total_steps"]
+        if report.get("done"):
+            self.echo(f"[{name}] finished and evaluated ({total} steps)")
+        else:
+            rate = report.get("images_per_second") or 0.0
+            batch = self.trials[name].config.batch_size
+            eta = (total - step) * batch / rate if rate else float("nan")
+            self.echo(f"[{name}] step {step}/{total} | {rate:,.0f} img/s | ETA "
+                      f"{format_duration(eta) if rate else '?'}")
+
+    def sweep_line(self, finished, failed, total, running):
+        self.echo(f"[sweep] {finished}/{total} trials finished, {running} running"
+                  + (f", {failed} failed" if failed else ""))
+
+
+def run(dataset, grid, fixed, out, address=None, max_concurrent=None, cpus_per_trial=None,
+        gpus_per_trial=0, make_config=None, echo=print):
+    """Runs (or resumes) a sweep; see the module docstring.
+
+    Args:
+      dataset: dataset name.
+      grid: dict option -> list of values (typed), e.g. {"objective": ["tcvae", "betavae"],
+        "seed": [0, 1, 2]}.
+      fixed: dict of every other option, shared by all trials.
+      out: the sweep folder.
+      address: None for a Ray instance embedded in this process (local), "auto" or
+        "ray://HOST:PORT" for an existing cluster.
+      max_concurrent: at most this many trials at once (None: as the resources allow).
+      cpus_per_trial: CPUs reserved per trial (default: all of this machine's CPUs when
+        local, 1 on a cluster); TensorFlow in the trial uses that many threads.
+      gpus_per_trial: GPUs reserved per trial.
+      make_config: see ``plan``.
+      echo: callable(str) for progress lines.
+
+    Returns:
+      The result rows (see ``result_rows``).
+
+    Raises:
+      SweepError: a bad grid, a folder holding another sweep, Ray missing, or failed trials
+        (after every other trial ran; the rows are written either way).
+    """
+    out = os.path.abspath(out)
+    trials = plan(dataset, grid, fixed, out, make_config)
+    claim_folder(out, dataset, grid, fixed)
+    pending = [trial for trial in trials if not is_finished(trial)]
+    done = len(trials) - len(pending)
+    echo(f"sweep {out}: {len(trials)} trials, {done} finished, {len(pending)} to run")
+    write_results(trials, out, grid)
+    if pending:
+        _run_with_ray(trials, pending, out, grid, address, max_concurrent, cpus_per_trial,
+                      gpus_per_trial, echo)
+    rows = write_results(trials, out, grid)
+    failed = [row["run"] for row in rows if row["status"] != "finished"]
+    if failed:
+        raise SweepError(f"{len(failed)} of {len(rows)} trials did not finish ({failed[0]}: "
+                         f"{(runs.read_trial(os.path.join(out, failed[0])) or {}).get('error')}"
+                         f"); run the same command again to resume them")
+    echo(f"sweep finished: {os.path.join(out, RESULTS_CSV)}")
+    return rows
+
+
+def _trainable(config):
+    """The Ray Tune function trainable: one trial, reported through ``tune.report``."""
+    from ray import tune
+
+    config = config["trial"]
+    threads = config.get("threads")
+    if threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+    run_trial(config["train"], report=lambda metrics: tune.report(metrics))
+
+
+def _run_with_ray(trials, pending, out, grid, address, max_concurrent, cpus_per_trial,
+                  gpus_per_trial, echo):
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    try:
+        import ray
+        from ray import tune
+    except ImportError:
+        raise SweepError('sweeps need Ray Tune: pip install "tcvae-tf[sweep]"') from None
+
+    local = address is None
+    if cpus_per_trial is None:
+        cpus_per_trial = os.cpu_count() or 1 if local else 1
+    progress = _Progress(trials, echo)
+    by_name = {trial.name: trial for trial in trials}
+
+    class Reporter(tune.Callback):
+        """Progress lines from the trials' reports; results rewritten when a trial ends."""
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            progress.trial_line(trial.config["trial"]["name"], result)
+
+        def _ended(self, trials, ended):
+            rows = write_results(list(by_name.values()), out, grid)
+            finished = sum(row["status"] == "finished" for row in rows)
+            failed = sum(row["status"] == "failed" for row in rows)
+            running = sum(t.status == "RUNNING" and t is not ended for t in trials)
+            progress.sweep_line(finished, failed, len(rows), running)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._ended(trials, trial)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            name = trial.config["trial"]["name"]
+            error = (runs.read_trial(by_name[name].run_dir) or {}).get("error")
+            progress.echo(f"[{name}] failed: {error or 'see the Ray logs'}")
+            self._ended(trials, trial)
+
+    started_ray = False
+    if not ray.is_initialized():
+        # The trials' own output (TensorFlow's logs) stays in Ray's log folder; progress
+        # and errors reach the driver through tune.report and the run folders.
+        options = dict(include_dashboard=False, log_to_driver=False,
+                       configure_logging=True, logging_level="WARNING")
+        if local:
+            options.update(num_cpus=os.cpu_count() or 1, object_store_memory=80 * 2**20)
+        else:
+            options["address"] = address
+        ray.init(**options)
+        started_ray = True
+    try:
+        trainable = tune.with_resources(_trainable, {"cpu": cpus_per_trial,
+                                                     "gpu": gpus_per_trial})
+        space = {"trial": tune.grid_search([
+            {"name": trial.name, "train": dataclasses.asdict(trial.config),
+             "threads": int(cpus_per_trial) if local else None} for trial in pending])}
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or 0),
+            run_config=tune.RunConfig(
+                name=f"sweep-{int(time.time())}", storage_path=os.path.join(out, RAY_DIR),
+                verbose=0, callbacks=[Reporter()],
+                trial_dirname_creator=lambda trial: trial.config["trial"]["name"],
+                failure_config=tune.FailureConfig(max_failures=0)))
+        tuner.fit()
+    finally:
+        if started_ray:
+            ray.shutdown()
