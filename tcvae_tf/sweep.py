@@ -426,11 +426,62 @@ def run(dataset, grid, fixed, out, address=None, max_concurrent=None, cpus_per_t
     return rows
 
 
+def reap(driver_pid, interval=1.0):
+    """Waits for the process ``driver_pid`` to end, then ends what it left behind.
+
+    Ray's local head processes (GCS, raylet, workers, agents) are children of the driver; a
+    driver killed with SIGKILL leaves some of them running under init. This watcher,
+    started by the driver in a session of its own, records the driver's descendants every
+    ``interval`` seconds and, once the driver is gone, terminates those still alive (then
+    kills them after a grace period). Process identity is checked by creation time, so a
+    reused pid is never touched.
+    """
+    import psutil
+
+    try:
+        driver = psutil.Process(driver_pid)
+    except psutil.NoSuchProcess:
+        return
+    known = {}
+    while driver.is_running() and driver.status() != psutil.STATUS_ZOMBIE:
+        try:
+            for child in driver.children(recursive=True):
+                if child.pid != os.getpid():
+                    known.setdefault(child.pid, child)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(interval)
+    alive = [process for process in known.values() if process.is_running()]
+    for process in alive:
+        try:
+            process.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(alive, timeout=10)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def _start_reaper():
+    """Starts ``reap(os.getpid())`` in a process of its own session."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-c", f"from tcvae_tf.sweep import reap; reap({os.getpid()})"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+
+
 def _trainable(config):
     """The Ray Tune function trainable: one trial, reported through ``tune.report``."""
     from ray import tune
 
     config = config["trial"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     threads = config.get("threads")
     if threads:
         import tensorflow as tf
@@ -486,6 +537,7 @@ def _run_with_ray(trials, pending, out, grid, address, max_concurrent, cpus_per_
                        configure_logging=True, logging_level="WARNING")
         if local:
             options.update(num_cpus=os.cpu_count() or 1, object_store_memory=80 * 2**20)
+            _start_reaper()
         else:
             options["address"] = address
         ray.init(**options)
@@ -499,11 +551,12 @@ def _run_with_ray(trials, pending, out, grid, address, max_concurrent, cpus_per_
         tuner = tune.Tuner(
             trainable,
             param_space=space,
-            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or 0),
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=max_concurrent or 0,
+                trial_dirname_creator=lambda trial: trial.config["trial"]["name"]),
             run_config=tune.RunConfig(
                 name=f"sweep-{int(time.time())}", storage_path=os.path.join(out, RAY_DIR),
                 verbose=0, callbacks=[Reporter()],
-                trial_dirname_creator=lambda trial: trial.config["trial"]["name"],
                 failure_config=tune.FailureConfig(max_failures=0)))
         tuner.fit()
     finally:

@@ -455,6 +455,21 @@ def _scalar_metric(metrics, keys=("mig_sampling", "mig_histogram", "mig")):
     return None
 
 
+def portable(value):
+    """A copy of a card entry with every absolute path replaced by its last component.
+
+    Cards travel with the zoo, so nothing of the machine that made them may stay in them:
+    a run folder becomes its name, a data file its file name.
+    """
+    if isinstance(value, dict):
+        return {key: portable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item) for item in value]
+    if isinstance(value, str) and (value.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", value)):
+        return re.split(r"[\\/]", value.rstrip("/\\"))[-1] or None
+    return value
+
+
 def _card_entry(model, run_dir, config, metrics, version, description, files):
     from tcvae_tf.training import library_versions
 
@@ -464,7 +479,7 @@ def _card_entry(model, run_dir, config, metrics, version, description, files):
 
     encoder, decoder = count(model.encoder), count(model.decoder)
     model_config = model.get_config()
-    return {
+    return portable({
         "version": version,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "run": os.path.basename(os.path.abspath(run_dir)),
@@ -485,7 +500,7 @@ def _card_entry(model, run_dir, config, metrics, version, description, files):
         "signatures": {network: description[network] for network in NETWORKS},
         "paths": {network: f"{network}/{version}" for network in NETWORKS},
         "files": files,
-    }
+    })
 
 
 def _index_summary(entry):

@@ -104,8 +104,8 @@ def test_card_records_run_metrics_parameters_and_checksums(published):
     root, run_dir, model = published
     entry = zoo.read_card(NAME, root)["versions"]["1"]
     config = json.loads((run_dir / "config.json").read_text())
-    assert entry["config"] == config
-    assert entry["dataset"] == config["data"]
+    assert entry["config"] == zoo.portable(config)
+    assert entry["dataset"] == zoo.portable(config["data"])
     assert entry["metrics"] == METRICS
     assert entry["latent_dim"] == LATENT_DIM
     assert entry["image_shape"] == [64, 64, 1]
@@ -117,7 +117,7 @@ def test_card_records_run_metrics_parameters_and_checksums(published):
     assert entry["parameters"]["total"] == (model.encoder.count_params()
                                             + model.decoder.count_params())
     assert entry["library_versions"]["export"]["tensorflow"] == tf.__version__
-    assert entry["library_versions"]["training"] == config["library_versions"]
+    assert entry["library_versions"]["training"] == zoo.portable(config["library_versions"])
     on_disk = {path: digest for path, digest in snapshot(root / NAME).items()
                if path.startswith(("encoder/", "decoder/"))}
     assert entry["files"] == on_disk
