@@ -7,7 +7,7 @@ sweep(dataset, grid, fixed, out)
     training.train(config)                the same code as `tcvae-tf train`
     evaluation.evaluate(run)              the same code as `tcvae-tf evaluate`
     curves.update_curve(run)              histogram MIG of the kept snapshots
-  out/results.csv, results.json, summary.png   rewritten after each trial ends
+  out/results.csv, results.json, summary.png, curves.csv   rewritten after each trial ends
 ```
 
 Ray only schedules. The state is in the run folders, so a sweep that was stopped in any
@@ -37,6 +37,7 @@ from tcvae_tf.training import format_duration
 SPEC_FILE = "sweep.json"
 RESULTS_CSV = "results.csv"
 RESULTS_JSON = "results.json"
+CURVES_CSV = "curves.csv"
 SUMMARY_PNG = "summary.png"
 RAY_DIR = ".ray"
 SPEC_FORMAT = 1
@@ -282,7 +283,21 @@ def write_results(trials, out, grid):
                       json.dumps({"grid": grid, "columns": columns, "trials": rows},
                                  indent=2) + "\n")
     write_summary(rows, grid, os.path.join(out, SUMMARY_PNG))
+    write_curves(trials, out, grid)
     return rows
+
+
+def write_curves(trials, out, grid):
+    """Rewrites curves.csv: the histogram MIG against steps of every trial (grid values,
+    step, the curve's columns, run folder), from the trials' curve.csv files."""
+    rows = []
+    for trial in trials:
+        for point in runs.read_curve(trial.run_dir):
+            rows.append({**trial.values, **point,
+                         "run": os.path.relpath(trial.run_dir, out)})
+    names = sorted({key for row in rows for key in row} - {*grid, "step", "run"})
+    atomic_write_text(os.path.join(out, CURVES_CSV),
+                      _csv_text(rows, [*grid, "step", *names, "run"]))
 
 
 def group_statistics(rows, grid, column, seed_name="seed"):

@@ -108,6 +108,11 @@ def test_sweep_runs_every_trial_and_a_rerun_skips_them(tmp_path):
     assert os.path.getsize(out / sweep.SUMMARY_PNG) > 0
     results = json.load(open(out / sweep.RESULTS_JSON))
     assert len(results["trials"]) == 4
+    with open(out / sweep.CURVES_CSV) as handle:
+        curves = list(csv.DictReader(handle))
+    assert [(c["objective"], c["seed"], c["step"]) for c in curves][:2] == [
+        ("tcvae", "0", "4"), ("tcvae", "0", "8")]
+    assert len(curves) == 8 and all(0 <= float(c["mig_histogram"]) <= 1 for c in curves)
 
     models = sorted(out.glob("*/model.keras"))
     stamps = [path.stat().st_mtime_ns for path in models]
