@@ -37,6 +37,7 @@ from tcvae_tf.training import format_duration
 SPEC_FILE = "sweep.json"
 RESULTS_CSV = "results.csv"
 RESULTS_JSON = "results.json"
+REPORT_MD = "report.md"
 CURVES_CSV = "curves.csv"
 SUMMARY_PNG = "summary.png"
 RAY_DIR = ".ray"
@@ -284,7 +285,36 @@ def write_results(trials, out, grid):
                                  indent=2) + "\n")
     write_summary(rows, grid, os.path.join(out, SUMMARY_PNG))
     write_curves(trials, out, grid)
+    atomic_write_text(os.path.join(out, REPORT_MD), report(rows, grid))
     return rows
+
+
+REPORT_COLUMNS = ("mig_sampling", "mig_histogram", "log_likelihood", "kl",
+                  "mutual_information", "total_correlation", "dimensionwise_kl", "elbo")
+
+
+def report(rows, grid, seed_name="seed"):
+    """report.md: the per-trial table, mean +/- sd per group and, with two groups, how far
+    apart their MIGs are in units of the seed-to-seed spread."""
+    finished = sum(row["status"] == "finished" for row in rows)
+    per_trial, per_group = markdown_tables(rows, grid, REPORT_COLUMNS, seed_name)
+    parts = [f"# Sweep results\n\n{finished} of {len(rows)} trials finished.\n",
+             "## Per trial\n", per_trial, "", "## Mean +/- sample sd over seeds\n",
+             per_group, ""]
+    labels = list(group_statistics(rows, grid, "mig_sampling", seed_name))
+    if len(labels) == 2:
+        parts.append("## Separation\n")
+        for column in ("mig_sampling", "mig_histogram"):
+            try:
+                found = separation(rows, grid, column, *labels, seed_name=seed_name)
+            except KeyError:
+                continue
+            parts.append(f"- {column}: {labels[0]} minus {labels[1]} = "
+                         f"{found['difference']:.4g}, {found['difference_in_sd']:.3g} pooled "
+                         f"sd (pooled sd {found['pooled_sd']:.3g}); Welch t = "
+                         f"{found['welch_t']:.3g} (n = {found['n'][0]}, {found['n'][1]})")
+        parts.append("")
+    return "\n".join(parts)
 
 
 def write_curves(trials, out, grid):
@@ -316,6 +346,57 @@ def group_statistics(rows, grid, column, seed_name="seed"):
               if len(values) > 1 else float("nan"))
         statistics[label] = (mean, sd, len(values))
     return statistics
+
+
+def markdown_tables(rows, grid, columns, seed_name="seed", digits=4):
+    """Two Markdown tables of finished trials: one row per trial, and mean +/- sd (n) per
+    group of grid values other than the seed."""
+    def number(value):
+        return "" if value is None else f"{float(value):.{digits}g}"
+
+    names = [name for name in grid]
+    lines = ["| " + " | ".join([*names, *columns]) + " |",
+             "| " + " | ".join("---" for _ in [*names, *columns]) + " |"]
+    for row in rows:
+        if row["status"] == "finished":
+            lines.append("| " + " | ".join([*(str(row[n]) for n in names),
+                                             *(number(row.get(c)) for c in columns)]) + " |")
+    group_names = [name for name in grid if name != seed_name]
+    summary = ["| " + " | ".join([*(group_names or ["trials"]), *columns]) + " |",
+               "| " + " | ".join("---" for _ in [*(group_names or ["x"]), *columns]) + " |"]
+    statistics = {column: group_statistics(rows, grid, column, seed_name) for column in columns}
+    labels = list(next(iter(statistics.values()), {}).keys()) if columns else []
+    for label in labels:
+        cells = [label] if not group_names else [part.split("=", 1)[1]
+                                                 for part in label.split(", ")]
+        for column in columns:
+            if label not in statistics[column]:
+                cells.append("")
+                continue
+            mean, sd, count = statistics[column][label]
+            spread = "" if math.isnan(sd) else f" +/- {sd:.2g}"
+            cells.append(f"{mean:.{digits}g}{spread} (n={count})")
+        summary.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines), "\n".join(summary)
+
+
+def separation(rows, grid, column, first, second, seed_name="seed"):
+    """How far apart two groups' means of ``column`` are over seeds.
+
+    Returns:
+      A dict: both means and sample standard deviations, the difference of the means,
+      the pooled standard deviation sqrt((sd1^2 + sd2^2) / 2), the difference in units of
+      it, and Welch's t statistic (difference / sqrt(sd1^2/n1 + sd2^2/n2)).
+    """
+    statistics = group_statistics(rows, grid, column, seed_name)
+    (mean1, sd1, n1), (mean2, sd2, n2) = statistics[first], statistics[second]
+    pooled = math.sqrt((sd1 ** 2 + sd2 ** 2) / 2)
+    spread = math.sqrt(sd1 ** 2 / n1 + sd2 ** 2 / n2)
+    difference = mean1 - mean2
+    return {"mean": (mean1, mean2), "sd": (sd1, sd2), "n": (n1, n2),
+            "difference": difference, "pooled_sd": pooled,
+            "difference_in_sd": difference / pooled if pooled > 0 else float("nan"),
+            "welch_t": difference / spread if spread > 0 else float("nan")}
 
 
 SUMMARY_METRICS = ("mig_sampling", "mig_histogram", "total_correlation", "log_likelihood")

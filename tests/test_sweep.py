@@ -82,6 +82,21 @@ def test_group_statistics_are_mean_and_sample_sd_over_seeds():
     assert "objective=b" not in statistics
 
 
+def test_report_gives_means_and_the_separation_in_seed_to_seed_spreads():
+    values = {"tcvae": [0.5, 0.45, 0.55], "betavae": [0.4, 0.42, 0.38]}
+    rows = [{"objective": name, "seed": seed, "status": "finished", "mig_sampling": value}
+            for name, series in values.items() for seed, value in enumerate(series)]
+    found = sweep.separation(rows, ["objective", "seed"], "mig_sampling",
+                             "objective=tcvae", "objective=betavae")
+    pooled = ((0.05 ** 2 + 0.02 ** 2) / 2) ** 0.5
+    assert found["difference"] == pytest.approx(0.1)
+    assert found["difference_in_sd"] == pytest.approx(0.1 / pooled)
+    assert found["welch_t"] == pytest.approx(0.1 / ((0.05 ** 2 + 0.02 ** 2) / 3) ** 0.5)
+    text = sweep.report(rows, ["objective", "seed"])
+    assert "| tcvae | 0.5 +/- 0.05 (n=3) |" in text
+    assert "2.63 pooled sd" in text and "nan" not in text
+
+
 @pytest.mark.slow
 def test_sweep_runs_every_trial_and_a_rerun_skips_them(tmp_path):
     out = tmp_path / "sweep"
