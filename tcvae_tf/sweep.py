@@ -42,6 +42,7 @@ CURVES_CSV = "curves.csv"
 SUMMARY_PNG = "summary.png"
 RAY_DIR = ".ray"
 SPEC_FORMAT = 1
+MAX_FAILURES = 2  # retries of a trial that died, each resuming from its last checkpoint
 # The results columns after the grid values: (column, section of metrics.json, key).
 METRIC_COLUMNS = (
     ("mig_sampling", "mig_sampling", "mig"),
@@ -653,7 +654,9 @@ def _run_with_ray(trials, pending, out, grid, address, max_concurrent, cpus_per_
             run_config=tune.RunConfig(
                 name=f"sweep-{int(time.time())}", storage_path=os.path.join(out, RAY_DIR),
                 verbose=0, callbacks=[Reporter()],
-                failure_config=tune.FailureConfig(max_failures=0)))
+                # A trial killed from outside (e.g. by Ray's memory monitor) is retried;
+                # it resumes from its checkpoint.
+                failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)))
         tuner.fit()
     finally:
         if started_ray:

@@ -394,3 +394,23 @@ def test_a_prepared_tfds_copy_loads_in_grid_order(clean_environment, monkeypatch
     np.testing.assert_array_equal(dataset.factor_classes, classes)
     np.testing.assert_array_equal(dataset.images, images)
     np.testing.assert_allclose(dataset.factor_values, dsprites_lib.factor_values_of(classes))
+
+
+def test_large_stored_arrays_are_memory_mapped_after_their_crc_check(tmp_path, monkeypatch):
+    monkeypatch.setattr(grid_npz, "MMAP_MIN_BYTES", 1)
+    path = tmp_path / "cache.npz"
+    images, latents_classes, latents_values = tiny_arrays()
+    write_grid_npz(path, images, latents_classes, latents_values, metadata={})
+    loaded = read_grid_npz(path, TINY, require_metadata=True)
+    assert isinstance(loaded["images"].base, np.memmap) or isinstance(loaded["images"],
+                                                                      np.memmap)
+    assert not loaded["images"].flags.writeable
+    np.testing.assert_array_equal(loaded["images"].reshape(images.shape), images)
+
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("imgs.npy")
+    data[info.header_offset + 200] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match="CRC-32"):
+        read_grid_npz(path, TINY, require_metadata=True)

@@ -40,6 +40,8 @@ FORMAT_VERSION = 1
 PARTIAL_SUFFIX = ".partial"
 
 _READ_CHUNK = 64 * 1024 * 1024
+# Stored arrays at least this large are memory-mapped (read-only) instead of copied.
+MMAP_MIN_BYTES = 256 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +129,13 @@ def _read_members(path, archive):
 
 
 def _read_stored_array(path, member):
-    """Reads an uncompressed member straight from the file, checking its CRC-32."""
+    """Reads an uncompressed member straight from the file, checking its CRC-32.
+
+    Arrays of ``MMAP_MIN_BYTES`` or more are memory-mapped read-only once their CRC-32 has
+    been checked, so that processes reading the same file (the trials of a sweep, an
+    evaluation beside a training run) share one copy in the page cache instead of
+    holding one each (3 GB for dSprites).
+    """
     info = member.info
     with open(path, "rb") as stream:
         stream.seek(info.header_offset)
@@ -139,20 +147,37 @@ def _read_stored_array(path, member):
         stream.seek(start)
         header = stream.read(member.data_offset)
         crc = zlib.crc32(header)
-        array = np.empty(member.shape, member.dtype, order="F" if member.fortran_order else "C")
-        buffer = memoryview(array.reshape(-1, order="A")).cast("B")
+        order = "F" if member.fortran_order else "C"
+        nbytes = int(np.prod(member.shape, dtype=np.int64)) * member.dtype.itemsize
+        mapped = nbytes >= MMAP_MIN_BYTES
+        if mapped:
+            array = None
+            chunk = bytearray(min(_READ_CHUNK, nbytes))
+            buffer = memoryview(chunk)
+            total = nbytes
+        else:
+            array = np.empty(member.shape, member.dtype, order=order)
+            buffer = memoryview(array.reshape(-1, order="A")).cast("B")
+            total = len(buffer)
         done = 0
-        while done < len(buffer):
-            count = stream.readinto(buffer[done : done + _READ_CHUNK])
+        while done < total:
+            if mapped:
+                count = stream.readinto(buffer[: min(len(buffer), total - done)])
+                crc = zlib.crc32(buffer[:count], crc) if count else crc
+            else:
+                count = stream.readinto(buffer[done : done + _READ_CHUNK])
+                crc = zlib.crc32(buffer[done : done + count], crc) if count else crc
             if not count:
                 raise _fail(path, f"array '{info.filename}' is truncated "
                                   f"({done + member.data_offset} of {info.file_size} bytes)")
-            crc = zlib.crc32(buffer[done : done + count], crc)
             done += count
     if member.data_offset + done != info.file_size:
         raise _fail(path, f"array '{info.filename}' size does not match its zip entry")
     if crc != info.CRC:
         raise _fail(path, f"CRC-32 mismatch in '{info.filename}' (the file is corrupted)")
+    if mapped:
+        return np.memmap(path, dtype=member.dtype, mode="r", offset=start + member.data_offset,
+                         shape=tuple(member.shape), order=order)
     return array
 
 
