@@ -44,12 +44,19 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tcvae-tf")
-def cli():
+@click.option("--verbose", is_flag=True,
+              help="Show TensorFlow's, absl's and Keras's log lines and warnings (hidden by "
+                   "default; a TF_CPP_MIN_LOG_LEVEL set by you also shows them at that level).")
+@click.pass_context
+def cli(ctx, verbose):
     """tcvae-tf: disentangled VAEs (beta-TCVAE) in TensorFlow/Keras.
 
     Train with `tcvae-tf train dsprites --beta 6`, measure with `tcvae-tf evaluate RUN`,
     export with `tcvae-tf export RUN --name NAME` and browse models with `tcvae-tf zoo list`.
     """
+    from .quiet import third_party_output_quieted
+
+    ctx.with_resource(third_party_output_quieted(verbose=verbose))
 
 
 if __name__ == "__main__":

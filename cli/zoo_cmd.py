@@ -75,28 +75,84 @@ def list_command(ctx, as_json, zoo_root):
         click.echo("  ".join(cells).rstrip())
 
 
-def _scalars(value, prefix=""):
-    """Flattens the numbers of a nested metrics dict into (dotted name, number) pairs."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _scalars(item, f"{prefix}{key}.")
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        yield prefix[:-1], value
+# Sections of a metrics.json that describe the evaluation rather than measure the model.
+_METRIC_CONTEXT = ("model", "data", "factors", "settings", "notes", "seconds", "date",
+                   "library_versions")
+
+
+def _is_number(value):
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _metric_rows(metrics):
+    """(label, value) rows of a card's metrics: the table `tcvae-tf evaluate` prints.
+
+    Metrics of another layout fall back to the numbers of each section, one level deep
+    (timings, settings and seeds left out).
+    """
+    from tcvae_tf import evaluation
+
+    try:
+        rows = evaluation.summary_rows(metrics)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        rows = []
+    if rows:
+        return rows
+    for key, value in metrics.items():
+        if key in _METRIC_CONTEXT:
+            continue
+        if _is_number(value):
+            rows.append((key, _format_value(float(value))))
+        elif isinstance(value, dict):
+            rows += [(f"{key} {item}", _format_value(float(number)))
+                     for item, number in value.items() if _is_number(number)]
+    return rows
+
+
+def _table(rows, indent="  ", align_right=False):
+    """Aligned "label  value" lines (values right-aligned in their column if asked)."""
+    width = max(len(label) for label, _ in rows)
+    value_width = max(len(value) for _, value in rows) if align_right else 0
+    return [f"{indent}{label:<{width}}  {value:>{value_width}}".rstrip() for label, value in rows]
+
+
+def _objective_text(model):
+    objective = model.get("objective")
+    if objective == "tcvae":
+        return (f"beta-TCVAE: alpha {model.get('alpha')}, beta {model.get('beta')}, gamma "
+                f"{model.get('gamma')}, {str(model.get('estimator')).upper()} estimator")
+    if objective == "betavae":
+        return f"beta-VAE: beta {model.get('beta')}, {model.get('kl')} KL"
+    return f"{objective}" + (f": {model.get('kl')} KL" if model.get("kl") else "")
+
+
+def _training_text(entry):
+    config = entry.get("config") or {}
+    train = config.get("train") or {}
+    length = (f"{config['total_steps']} steps" if config.get("total_steps") is not None
+              else f"{train['steps']} steps" if train.get("steps") is not None
+              else f"{train.get('epochs')} epochs")
+    subset = f", a subset of {train['subset']} images" if train.get("subset") else ""
+    return f"batch {train.get('batch_size')}, lr {train.get('lr')}, {length}{subset}"
 
 
 @zoo.command()
 @click.argument("name")
 @click.option("--version", "version", default=None, type=click.IntRange(min=1),
               help="Version to show [default: the latest].")
-@click.option("--json", "as_json", is_flag=True, help="Print the version's full card as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the version's full card as JSON (config, metrics, library "
+                   "versions, checksums).")
 @_zoo_root_option
 @click.pass_context
 def show(ctx, name, version, as_json, zoo_root):
     """Show the card of model NAME.
 
-    Dataset and source, training settings, metrics, parameter counts, the posterior
-    parameterisation, the SavedModel paths and signatures.
+    A table of what a user of the model needs: dataset, objective, network, training
+    length, parameter counts, the evaluation's headline metrics, the SavedModel folders
+    with their signatures and what log_scale means. --json prints everything.
     """
+    from tcvae_tf import export
     from tcvae_tf import zoo as zoo_lib
 
     root = _zoo_root(ctx, zoo_root)
@@ -111,38 +167,49 @@ def show(ctx, name, version, as_json, zoo_root):
         return
     published = next(row["versions"] for row in versions if row["name"] == name)
     data = entry.get("dataset") or {}
-    train = (entry.get("config") or {}).get("train", {})
-    model = entry.get("model", {})
-    params = entry.get("parameters", {})
-    factors = ", ".join(f"{factor}({size})" for factor, size in zip(
+    model = entry.get("model") or {}
+    params = entry.get("parameters") or {}
+    posterior = entry.get("posterior") or {}
+    factors = ", ".join(f"{factor} {size}" for factor, size in zip(
         data.get("factor_names") or [], data.get("factor_sizes") or [], strict=False))
-    lines = [
-        f"{name} version {version} (published versions: "
-        f"{', '.join(str(v) for v in published)}), {entry.get('date')}",
-        f"  dataset     {data.get('name')} (source {data.get('source')}), "
-        f"{data.get('num_images')} images, factors {factors}",
-        f"  model       {model.get('objective')} alpha={model.get('alpha')} "
-        f"beta={model.get('beta')} gamma={model.get('gamma')} estimator={model.get('estimator')}"
-        f", arch {model.get('arch')}, latent_dim {entry.get('latent_dim')}, "
-        f"image_shape {entry.get('image_shape')}, likelihood {model.get('likelihood')}",
-        f"  posterior   {entry.get('posterior', {}).get('family')}: log_scale = "
-        f"{entry.get('posterior', {}).get('log_scale')}",
-        f"  training    batch {train.get('batch_size')}, lr {train.get('lr')}, epochs "
-        f"{train.get('epochs')}, steps {train.get('steps')}, seed {train.get('seed')} "
-        f"(run {entry.get('run')})",
-        f"  parameters  encoder {params.get('encoder', {}).get('total')}, decoder "
-        f"{params.get('decoder', {}).get('total')}, total {params.get('total')}",
-    ]
-    metrics = list(_scalars(entry.get("metrics") or {}))
-    lines.append("  metrics     " + (", ".join(f"{k}={_format_value(float(v))}"
-                                               for k, v in metrics) if metrics else "none"))
+    image_shape = "x".join(str(size) for size in entry.get("image_shape") or [])
+
+    def count(value):
+        return f"{value:,}" if _is_number(value) else "-"
+
+    lines = [f"{name} version {version} (published: "
+             f"{', '.join(str(v) for v in published)}), {entry.get('date')}", ""]
+    lines += _table([
+        ("dataset", f"{data.get('name')} ({data.get('source')} source), "
+                    f"{count(data.get('num_images'))} images {image_shape}"),
+        ("factors", factors or "-"),
+        ("objective", _objective_text(model)),
+        ("network", f"{model.get('arch')}, {entry.get('latent_dim')} latents, "
+                    f"{posterior.get('family')} posterior, {model.get('likelihood')} "
+                    "likelihood"),
+        ("training", _training_text(entry)),
+        ("parameters", f"{count(params.get('total'))} (encoder "
+                       f"{count((params.get('encoder') or {}).get('total'))}, decoder "
+                       f"{count((params.get('decoder') or {}).get('total'))})"),
+        ("run", str(entry.get("run"))),
+    ])
+    metrics = entry.get("metrics") or {}
+    rows = _metric_rows(metrics) if metrics else []
+    lines += ["", "metrics"]
+    lines += (_table(rows, align_right=True) if rows
+              else ["  none (the run was not evaluated before export)"])
+    lines.append("")
+    signature_rows = []
     for network, signature in (entry.get("signatures") or {}).items():
-        inputs = ", ".join(f"{k} {v['shape']}" for k, v in signature["inputs"].items())
-        outputs = ", ".join(signature["outputs"])
-        lines.append(f"  {network:<11} {root / name / network / str(version)}  "
-                     f"({'/'.join(signature['signatures'])}: {inputs} -> {outputs})")
-    lines.append(f"  files       {len(entry.get('files', {}))} (sha256 in "
-                 f"{root / name / zoo_lib.CARD_FILE})")
+        inputs = ", ".join(f"{key} {export.expected_shape_text(value['shape'])}"
+                           for key, value in signature["inputs"].items())
+        signature_rows += [(network, str(root / name / network / str(version))),
+                           ("", f"{inputs} -> {', '.join(signature['outputs'])}")]
+    if posterior.get("log_scale"):
+        signature_rows.append(("log_scale", posterior["log_scale"]))
+    lines += _table(signature_rows) if signature_rows else []
+    lines += ["", f"Everything else (config, library versions, checksums): "
+                  f"tcvae-tf zoo show {name} --json"]
     click.echo("\n".join(lines))
 
 

@@ -107,6 +107,7 @@ class Evaluable:
         self._encoder = encoder
         self._decoder = decoder
         self._steps = {}
+        self.fingerprint = None  # a run's runs.model_fingerprint, taken when it was loaded
 
     def __repr__(self):
         version = f", version={self.version}" if self.version is not None else ""
@@ -150,6 +151,8 @@ class Evaluable:
         for key in ("arch", "objective", "alpha", "beta", "gamma", "estimator", "seed"):
             if key in self.config:
                 summary[key] = self.config[key]
+        if self.fingerprint is not None:
+            summary["fingerprint"] = self.fingerprint
         return summary
 
     def encoding_step(self, dtype, with_log_likelihood, pixel_max=1):
@@ -196,14 +199,18 @@ def load_run(run_dir, model=None):
     from tcvae_tf import runs
 
     record = runs.read_config(run_dir)
+    # what export checks metrics.json against: the file loaded next (a given model: none)
+    fingerprint = runs.model_fingerprint(run_dir) if model is None else None
     model = runs.load_model(run_dir) if model is None else model
     name = os.path.basename(os.path.normpath(os.path.abspath(run_dir)))
-    return Evaluable(
+    evaluable = Evaluable(
         name=name, kind="run", config=record.get("train", {}), data=record.get("data", {}),
         encoder=lambda images: model.encode(images, training=False),
         decoder=lambda latents: model.decode(latents, training=False),
         latent_dim=model.latent_dim, image_shape=model.image_shape,
         likelihood=model.likelihood, posterior=model.posterior, path=run_dir)
+    evaluable.fingerprint = fingerprint
+    return evaluable
 
 
 def _load_zoo(name, zoo_root, version):

@@ -18,7 +18,9 @@ decoder  signatures "serving_default" and "decode"
        probs      float32 [batch, 64, 64, C]   sigmoid(logits): the mean image in [0, 1]
 ```
 
-BatchNorm layers run in inference mode (moving statistics). A description of the
+BatchNorm layers run in inference mode (moving statistics). Each signature checks the
+shape of its input first and fails with a message naming the expected shape ("images must
+be float32 [batch, 64, 64, 1]; got shape [1 32 32 1]"), not inside the network. A description of the
 signatures is also written into each SavedModel as ``assets.extra/signatures.json``
 (TensorFlow and TF Serving ignore ``assets.extra``).
 
@@ -132,6 +134,53 @@ def _standard_noise(shape, posterior):
     return exponential() - exponential()
 
 
+def expected_shape_text(shape):
+    """A signature input shape in words: ``[None, 64, 64, 1]`` -> ``"[batch, 64, 64, 1]"``."""
+    return "[" + ", ".join("batch" if size is None else str(int(size)) for size in shape) + "]"
+
+
+def checked_input(tensor, shape, name):
+    """``tensor`` if its shape is ``shape`` (None: any size); else a clear run-time error.
+
+    A signature's input spec does not stop a caller of the loaded SavedModel from feeding
+    another shape, and the error would then come from deep inside the network (a reshape,
+    or a convolution's shape check when the graph is specialised to the input). The
+    network is therefore fed from a ``tf.cond``: a wrong shape takes the branch that fails
+    with an InvalidArgumentError naming the expected shape ("images must be float32
+    [batch, 64, 64, 1]; got shape [1 32 32 1]"), and never reaches the network. Only core
+    ops (If, Assert), so TF Serving runs it.
+
+    Args:
+      tensor: the signature's input.
+      shape: the expected shape, e.g. [None, 64, 64, 1].
+      name: the input's name, for the message.
+
+    Returns:
+      A tensor equal to ``tensor``, of static shape ``shape``.
+    """
+    import tensorflow as tf
+
+    rank = len(shape)
+    fixed = [(axis, int(size)) for axis, size in enumerate(shape) if size is not None]
+    actual = tf.shape(tensor, out_type=tf.int32)
+    # Padded to the expected rank, so a tensor of another rank is compared without error.
+    padded = tf.concat([actual, tf.zeros([rank], tf.int32)], axis=0)[:rank]
+    ok = tf.equal(tf.size(actual), rank)
+    if fixed:
+        axes, sizes = zip(*fixed, strict=True)
+        ok = tf.logical_and(ok, tf.reduce_all(tf.equal(tf.gather(padded, list(axes)),
+                                                        tf.constant(sizes, tf.int32))))
+    message = f"{name} must be float32 {expected_shape_text(shape)}; got shape"
+
+    def refuse():
+        check = tf.debugging.Assert(False, [message, actual], name=f"check_{name}_shape")
+        with tf.control_dependencies([check]):
+            return tf.zeros([0 if size is None else int(size) for size in shape], tensor.dtype)
+
+    checked = tf.cond(ok, lambda: tf.identity(tensor), refuse)
+    return tf.ensure_shape(checked, shape)
+
+
 def export_model(model, encoder_dir, decoder_dir):
     """Writes a model's encoder and decoder as two SavedModels.
 
@@ -160,11 +209,13 @@ def export_model(model, encoder_dir, decoder_dir):
     description = signature_description(latent_dim, image_shape, posterior)
 
     def encode(images):
+        images = checked_input(images, [None, *image_shape], ENCODER_INPUT)
         mean, log_scale = model.encode(images, training=False)
         noise = _standard_noise(tf.shape(mean), posterior)
         return {"mean": mean, "log_scale": log_scale, "sample": mean + tf.exp(log_scale) * noise}
 
     def decode(latents):
+        latents = checked_input(latents, [None, latent_dim], DECODER_INPUT)
         logits = model.decode(latents, training=False)
         return {"logits": logits, "probs": tf.sigmoid(logits)}
 

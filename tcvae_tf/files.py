@@ -1,9 +1,10 @@
-"""Atomic file writes: a temporary file in the same folder, then a rename.
+"""Atomic file writes and checksums.
 
 A reader never sees a half-written file, and an interrupted write leaves only a
 ``.tmp-*`` file behind, never a file under the final name.
 """
 
+import hashlib
 import os
 import tempfile
 
@@ -49,3 +50,13 @@ def atomic_write_text(path, text, prefix=".tmp-"):
             handle.write(text)
 
     return atomic_write(path, write, prefix=prefix)
+
+
+def sha256_file(path, chunk_size=1 << 20):
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+

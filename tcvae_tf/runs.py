@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 
-from tcvae_tf.files import atomic_write, atomic_write_text
+from tcvae_tf.files import atomic_write, atomic_write_text, sha256_file
 
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
@@ -159,6 +159,27 @@ def load_model(run_dir, prefer_checkpoint=False):
         if os.path.isfile(path):
             return keras.models.load_model(path)
     raise RunError(f"{run_dir} holds no model ({MODEL_FILE} or {CHECKPOINT_FILE})")
+
+
+def model_fingerprint(run_dir):
+    """Identifies the model a run folder holds now: the sha256 of its model file.
+
+    The file is the one ``load_model`` loads: ``model.keras``, else the last checkpoint.
+    Evaluation records this in metrics.json ("model" -> "fingerprint"), and export
+    refuses metrics whose fingerprint differs from the run's current ``model.keras``, so
+    a run trained again since keeps no stale numbers. A copied or moved run folder keeps
+    its fingerprint. Hashing reads the whole file: about 1 s for the 170 MB model.keras
+    of the MLP (weights and Adam state) on a 2-core machine.
+
+    Returns:
+      ``{"file": "model.keras", "sha256": hex}`` (file relative to the run folder, in
+      POSIX form), or None when the run holds no model.
+    """
+    for name in (MODEL_FILE, CHECKPOINT_FILE):
+        path = os.path.join(run_dir, name)
+        if os.path.isfile(path):
+            return {"file": name.replace(os.sep, "/"), "sha256": sha256_file(path)}
+    return None
 
 
 def checkpoint_step(run_dir):

@@ -35,7 +35,6 @@ Importing this module does not import TensorFlow.
 
 import contextlib
 import datetime
-import hashlib
 import json
 import math
 import os
@@ -44,8 +43,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tcvae_tf import export
-from tcvae_tf.files import atomic_write_text
+from tcvae_tf import export, runs
+from tcvae_tf.files import atomic_write_text, sha256_file
 
 INDEX_FILE = "index.json"
 CARD_FILE = "card.json"
@@ -59,6 +58,13 @@ _TMP_PREFIX = ".tmp-"
 
 class ZooError(LookupError):
     """An unknown model name or version; the message lists what the zoo holds."""
+
+
+class DamagedModelError(ValueError):
+    """A published SavedModel whose files do not match its card, or that does not load.
+
+    The message is one line naming the file, the same as ``verify`` reports.
+    """
 
 
 # -- locations and registry files ---------------------------------------------------------
@@ -289,15 +295,53 @@ class SavedModelFunction:
                 f"network={self.network!r}, path={str(self.path)!r})")
 
 
+def checked_saved_model_path(name, network, version=None, root=None):
+    """``saved_model_path`` of a SavedModel whose files match the card's checksums.
+
+    Every loader of a published model goes through this check, so a damaged model is
+    refused with the same one-line message as ``verify`` gives (naming the file).
+
+    Args:
+      name: model name.
+      network: "encoder" or "decoder".
+      version: int, or None for the latest.
+      root: zoo folder (default: ``default_root()``).
+
+    Returns:
+      (version, ``Path`` of ROOT/NAME/<network>/<version>).
+
+    Raises:
+      ZooError: unknown name or version.
+      DamagedModelError: a file is missing, damaged or not listed in the card.
+    """
+    version = resolve_version(name, version, root)
+    path = saved_model_path(name, network, version, root)
+    entry = card_entry(name, version, root)
+    problems = _file_problems(resolve_root(root) / name, network, version,
+                              entry.get("files") or {}, f"{name} v{version} {network}")
+    if problems:
+        more = (f" (and {len(problems) - 1} more problem(s): tcvae-tf zoo verify {name})"
+                if len(problems) > 1 else "")
+        raise DamagedModelError(problems[0] + more)
+    return version, path
+
+
 def _load(name, network, signature_key, version, root):
     import tensorflow as tf
 
-    version = resolve_version(name, version, root)
-    path = saved_model_path(name, network, version, root)
-    if not (path / "saved_model.pb").is_file():
-        raise FileNotFoundError(f"{path / 'saved_model.pb'} is missing")
-    return SavedModelFunction(name, version, network, path, tf.saved_model.load(str(path)),
-                              signature_key)
+    version, path = checked_saved_model_path(name, network, version, root)
+    try:
+        saved_model = tf.saved_model.load(str(path))
+    except Exception as error:  # any load failure of a checksummed model: one line
+        raise DamagedModelError(_load_failure(f"{name} v{version} {network}", path,
+                                              error)) from None
+    return SavedModelFunction(name, version, network, path, saved_model, signature_key)
+
+
+def _load_failure(label, folder, error):
+    """The one-line problem of a SavedModel that does not load (as ``verify`` words it)."""
+    message = str(error).strip().splitlines()
+    return f"{label}: {folder} does not load: {message[0] if message else type(error).__name__}"
 
 
 def load_encoder(name, version=None, root=None):
@@ -315,6 +359,7 @@ def load_encoder(name, version=None, root=None):
 
     Raises:
       ZooError: unknown name or version.
+      DamagedModelError: a file differs from the card, or the SavedModel does not load.
     """
     return _load(name, "encoder", export.ENCODER_SIGNATURE, version, root)
 
@@ -333,6 +378,7 @@ def load_decoder(name, version=None, root=None):
 
     Raises:
       ZooError: unknown name or version.
+      DamagedModelError: a file differs from the card, or the SavedModel does not load.
     """
     return _load(name, "decoder", export.DECODER_SIGNATURE, version, root)
 
@@ -361,7 +407,7 @@ def encoder_layer(name, version=None, root=None, trainable=False):
     """
     import keras
 
-    path = saved_model_path(name, "encoder", version, root)
+    _, path = checked_saved_model_path(name, "encoder", version, root)
     return keras.layers.TFSMLayer(str(path), call_endpoint="serving_default",
                                   trainable=trainable)
 
@@ -422,15 +468,6 @@ def _locked(root):
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
-
-
-def sha256_file(path, chunk_size=1 << 20):
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _file_checksums(folder, prefix):
@@ -512,6 +549,33 @@ def _index_summary(entry):
             "mig": _scalar_metric(entry.get("metrics"))}
 
 
+def check_metrics_fingerprint(metrics, run_dir, metrics_path=None):
+    """Refuses metrics that were not computed on the run's current model.
+
+    ``tcvae-tf evaluate`` records ``runs.model_fingerprint(run_dir)`` in metrics.json (under
+    "model"); a run trained again since (``--overwrite``, ``--resume``) has another
+    model.keras, and metrics without a fingerprint come from an older version.
+
+    Args:
+      metrics: the parsed metrics.json.
+      run_dir: the run folder.
+      metrics_path: the file, for the message (default RUN/metrics.json).
+
+    Raises:
+      ValueError: one line, saying to re-run ``tcvae-tf evaluate RUN``.
+    """
+    metrics_path = metrics_path or Path(run_dir) / METRICS_FILE
+    recorded = ((metrics or {}).get("model") or {}).get("fingerprint")
+    rerun = f"re-run `tcvae-tf evaluate {run_dir}` before exporting"
+    if recorded is None:
+        raise ValueError(f"{metrics_path} does not record which model it was computed on "
+                         f"(an older evaluation); {rerun}")
+    current = runs.model_fingerprint(run_dir)
+    if recorded != current:
+        raise ValueError(f"{metrics_path} was computed on another model than the run's "
+                         f"current {(current or {}).get('file', 'model')}; {rerun}")
+
+
 def publish(run_dir, name, version=None, root=None):
     """Exports a training run into the zoo as ``name`` (a new version).
 
@@ -521,7 +585,8 @@ def publish(run_dir, name, version=None, root=None):
 
     Args:
       run_dir: a finished run folder (``model.keras`` and ``config.json``; its
-        ``metrics.json`` is copied into the card when present).
+        ``metrics.json`` is copied into the card when present, and must have been
+        computed on the current model.keras: see ``check_metrics_fingerprint``).
       name: model name, e.g. "dsprites-btcvae-b6".
       version: a positive integer, or None for the next free one.
       root: zoo folder (default: ``default_root()``); created if missing.
@@ -532,7 +597,7 @@ def publish(run_dir, name, version=None, root=None):
     Raises:
       FileExistsError: the version is already published.
       FileNotFoundError: the run has no model.keras / config.json.
-      ValueError: invalid name or version.
+      ValueError: invalid name or version; metrics.json not computed on model.keras.
     """
     from tcvae_tf import training
 
@@ -549,6 +614,8 @@ def publish(run_dir, name, version=None, root=None):
     config = _read_json(config_path)
     metrics_path = Path(run_dir) / METRICS_FILE
     metrics = _read_json(metrics_path) if metrics_path.is_file() else None
+    if metrics is not None and (Path(run_dir) / runs.MODEL_FILE).is_file():
+        check_metrics_fingerprint(metrics, run_dir, metrics_path)
     model = export.load_run_model(run_dir)
 
     root.mkdir(parents=True, exist_ok=True)
@@ -610,6 +677,37 @@ def _install(root, name, version, staging, entry):
 
 
 # -- checking and serving ---------------------------------------------------------------
+
+
+def _file_problems(model_dir, network, version, files, label):
+    """One-line problems with the files of one published SavedModel (empty: intact).
+
+    Args:
+      model_dir: ROOT/NAME.
+      network: "encoder" or "decoder".
+      version: int.
+      files: the card entry's ``files`` (path relative to ROOT/NAME -> sha256).
+      label: the start of every message, e.g. "NAME v1 encoder".
+
+    Returns:
+      A list naming each missing, damaged (sha256 differs from the card) or unlisted file.
+    """
+    folder = model_dir / network / str(version)
+    prefix = f"{network}/{version}/"
+    listed = {path for path in files if path.startswith(prefix)}
+    problems = []
+    if not listed:
+        problems.append(f"{label}: {model_dir / CARD_FILE} lists no files for {folder}")
+    for relative in sorted(listed):
+        path = model_dir / relative
+        if not path.is_file():
+            problems.append(f"{label}: {path} is missing")
+        elif sha256_file(path) != files[relative]:
+            problems.append(f"{label}: {path} is damaged (sha256 differs from the card)")
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.relative_to(model_dir).as_posix() not in listed:
+            problems.append(f"{label}: {path} is not listed in the card")
+    return problems
 
 
 def _check_signatures(saved_model, network, entry, label):
@@ -681,20 +779,7 @@ def _verify_model(name, entry_in_index, root, load):
             if not folder.is_dir():
                 problems.append(f"{label}: {folder} is missing")
                 continue
-            prefix = f"{network}/{version}/"
-            listed = {path for path in files if path.startswith(prefix)}
-            damaged = []
-            if not listed:
-                damaged.append(f"{label}: {card_path} lists no files for {folder}")
-            for relative in sorted(listed):
-                path = model_dir / relative
-                if not path.is_file():
-                    damaged.append(f"{label}: {path} is missing")
-                elif sha256_file(path) != files[relative]:
-                    damaged.append(f"{label}: {path} is damaged (sha256 differs from the card)")
-            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-                if path.relative_to(model_dir).as_posix() not in listed:
-                    damaged.append(f"{label}: {path} is not listed in the card")
+            damaged = _file_problems(model_dir, network, version, files, label)
             problems.extend(damaged)
             if damaged or not load:
                 continue
@@ -702,9 +787,7 @@ def _verify_model(name, entry_in_index, root, load):
                 saved_model = tf.saved_model.load(str(folder))
                 problems.extend(_check_signatures(saved_model, network, entry, label))
             except Exception as error:  # any load failure is a problem to report
-                message = str(error).strip().splitlines()
-                problems.append(f"{label}: {folder} does not load: "
-                                f"{message[0] if message else type(error).__name__}")
+                problems.append(_load_failure(label, folder, error))
     return problems
 
 

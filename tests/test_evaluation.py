@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from tcvae_tf import evaluation, training, zoo
+from tcvae_tf import evaluation, runs, training, zoo
 from tcvae_tf import metrics as metrics_lib
 from tcvae_tf.cli.main import cli
 from tcvae_tf.data import dsprites_subgrid
@@ -207,6 +207,9 @@ def test_evaluate_writes_metrics_json(evaluated, dataset):
                 "active_units", "notes", "seconds", "date", "library_versions"):
         assert key in metrics, key
     assert metrics["model"]["kind"] == "run" and metrics["model"]["path"] == str(folder)
+    # what the numbers were computed on: export refuses them once model.keras changes
+    assert metrics["model"]["fingerprint"] == runs.model_fingerprint(folder)
+    assert metrics["model"]["fingerprint"]["file"] == "model.keras"
     # The full dataset, although the run trained on a 512-image subset.
     assert metrics["data"] == json.loads(json.dumps(dataset.describe()))
     assert metrics["factors"] == ["scale", "orientation", "pos_x", "pos_y"]

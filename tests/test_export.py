@@ -190,6 +190,25 @@ def test_wrong_input_shape_is_rejected_by_the_signature(exported):
         loaded.signatures["serving_default"](images=tf.zeros([2, 64, 64, 1], tf.uint8))
 
 
+def test_wrong_image_shape_fails_with_a_message_naming_the_expected_shape(exported):
+    encoder_dir, decoder_dir, _ = exported
+    loaded = tf.saved_model.load(str(encoder_dir))
+    for call in (lambda images: loaded.signatures["serving_default"](images=images),
+                 lambda images: loaded.signatures["encode"](images=images)):
+        for shape in ([1, 32, 32, 1], [1, 64, 64, 3], [64, 64, 1]):
+            with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+                call(tf.zeros(shape))
+            message = str(raised.value)
+            assert "images must be float32 [batch, 64, 64, 1]; got shape" in message
+            assert "reshape" not in message.lower()
+    assert loaded.signatures["serving_default"](images=tf.zeros([2, 64, 64, 1]))["mean"].shape \
+        == [2, LATENT_DIM]
+    decoder = tf.saved_model.load(str(decoder_dir))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"latents must be float32 \[batch, {LATENT_DIM}\]; got shape"):
+        decoder.signatures["decode"](latents=tf.zeros([2, LATENT_DIM + 1]))
+
+
 def stored_values(folder):
     """The number of float values in a SavedModel's variables checkpoint."""
     reader = tf.train.load_checkpoint(str(folder / "variables" / "variables"))

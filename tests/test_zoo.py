@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from tcvae_tf import zoo
+from tcvae_tf import runs, zoo
 from tcvae_tf.cli.main import cli
 from tcvae_tf.model import BetaTCVAE
 
@@ -42,7 +42,8 @@ def make_run(folder, seed=0):
         "library_versions": {"tensorflow": tf.__version__},
     }
     (folder / "config.json").write_text(json.dumps(config))
-    (folder / "metrics.json").write_text(json.dumps(METRICS))
+    (folder / "metrics.json").write_text(json.dumps(
+        {**METRICS, "model": {"fingerprint": runs.model_fingerprint(folder)}}))
     return model
 
 
@@ -106,7 +107,8 @@ def test_card_records_run_metrics_parameters_and_checksums(published):
     config = json.loads((run_dir / "config.json").read_text())
     assert entry["config"] == zoo.portable(config)
     assert entry["dataset"] == zoo.portable(config["data"])
-    assert entry["metrics"] == METRICS
+    assert entry["metrics"] == json.loads((run_dir / "metrics.json").read_text())
+    assert entry["metrics"]["mig_sampling"] == METRICS["mig_sampling"]
     assert entry["latent_dim"] == LATENT_DIM
     assert entry["image_shape"] == [64, 64, 1]
     assert entry["model"]["objective"] == "tcvae" and entry["model"]["beta"] == 6.0
@@ -157,6 +159,49 @@ def test_publish_rejects_bad_names_and_versions(published, tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         zoo.publish(tmp_path, NAME, root=tmp_path / "zoo")
     assert not (tmp_path / "zoo").exists()
+
+
+def test_publish_refuses_metrics_of_another_model(published, tmp_path):
+    _, run_dir, _ = published
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)  # a copied run keeps its fingerprint
+    root = tmp_path / "zoo"
+    assert zoo.publish(run, NAME, root=root) == 1
+    assert zoo.read_card(NAME, root)["versions"]["1"]["metrics"]["model"]["fingerprint"] == \
+        runs.model_fingerprint(run)
+
+    make_run(run, seed=1)  # trained again: a new model.keras, the old metrics.json kept
+    (run / "metrics.json").write_text((run_dir / "metrics.json").read_text())
+    before = snapshot(root)
+    rerun = f"re-run `tcvae-tf evaluate {run}` before exporting"
+    with pytest.raises(ValueError, match="computed on another model") as raised:
+        zoo.publish(run, NAME, root=root)
+    assert str(raised.value).endswith(rerun) and "\n" not in str(raised.value)
+    old = json.loads((run / "metrics.json").read_text())
+    del old["model"]
+    (run / "metrics.json").write_text(json.dumps(old))  # written before fingerprints
+    with pytest.raises(ValueError, match="does not record which model") as raised:
+        zoo.publish(run, NAME, root=root)
+    assert str(raised.value).endswith(rerun)
+    result = CliRunner().invoke(cli, ["export", str(run), "--name", NAME, "--zoo-root",
+                                      str(root)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [f"Error: {raised.value}"]
+    assert snapshot(root) == before
+    (run / "metrics.json").unlink()  # no metrics: published without any
+    assert zoo.publish(run, NAME, root=root) == 2
+    assert zoo.read_card(NAME, root)["versions"]["2"]["metrics"] is None
+
+
+def test_model_fingerprint(tmp_path):
+    assert runs.model_fingerprint(tmp_path) is None
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.keras").write_bytes(b"checkpoint")
+    assert runs.model_fingerprint(tmp_path) == {
+        "file": "checkpoints/last.keras", "sha256": hashlib.sha256(b"checkpoint").hexdigest()}
+    (tmp_path / "model.keras").write_bytes(b"model")
+    assert runs.model_fingerprint(tmp_path) == {
+        "file": "model.keras", "sha256": hashlib.sha256(b"model").hexdigest()}
 
 
 def test_existing_version_is_never_overwritten(zoo_copy):
@@ -299,6 +344,38 @@ def test_missing_and_unlisted_files_are_named(zoo_copy):
     assert f"{root / 'unlisted'} is not listed in index.json" in listing
 
 
+def test_evaluate_and_plot_name_a_damaged_file_as_verify_does(zoo_copy):
+    root, _, _ = zoo_copy
+    damaged = root / NAME / "encoder" / "1" / "variables" / "variables.data-00000-of-00001"
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # truncated
+    (problem,) = zoo.verify(root=root)
+    runner = CliRunner()
+    for args in (["evaluate", NAME], ["plot", NAME, "--out", str(root / "x.png")]):
+        result = runner.invoke(cli, [*args, "--zoo-root", str(root), "--quiet"])
+        assert result.exit_code == 1, result.output
+        assert result.output.strip().splitlines() == [f"Error: {problem}"]
+    with pytest.raises(zoo.DamagedModelError, match="is damaged"):
+        zoo.load_encoder(NAME, root=root)
+    with pytest.raises(zoo.DamagedModelError, match="is damaged"):
+        zoo.encoder_layer(NAME, root=root)
+    zoo.load_decoder(NAME, root=root)  # the intact network still loads
+
+
+def test_a_saved_model_that_does_not_load_is_one_line(zoo_copy):
+    root, _, _ = zoo_copy
+    broken = root / NAME / "decoder" / "1" / "saved_model.pb"
+    broken.write_bytes(b"not a saved model")
+    card_path = root / NAME / "card.json"
+    card = json.loads(card_path.read_text())
+    card["versions"]["1"]["files"]["decoder/1/saved_model.pb"] = hashlib.sha256(
+        broken.read_bytes()).hexdigest()
+    card_path.write_text(json.dumps(card))
+    (problem,) = zoo.verify(root=root)
+    with pytest.raises(zoo.DamagedModelError) as raised:
+        zoo.load_decoder(NAME, root=root)
+    assert str(raised.value) == problem
+
+
 def test_verify_loads_each_saved_model(zoo_copy):
     root, _, _ = zoo_copy
     # A broken graph whose checksum was updated in the card: only the load catches it.
@@ -366,7 +443,8 @@ def test_cli_round_trip(zoo_copy):
     shown = runner.invoke(cli, ["zoo", "show", "cli-model", "--zoo-root", str(root)])
     assert shown.exit_code == 0, shown.output
     assert "cli-model version 1" in shown.output and "standard deviation" in shown.output
-    assert "mig_sampling.mig=0.25" in shown.output
+    assert any(line.split() == ["mig_sampling", "mig", "0.25"]
+               for line in shown.output.splitlines())
     shown_json = runner.invoke(cli, ["zoo", "show", NAME, "--version", "1", "--json",
                                      "--zoo-root", str(root)])
     assert json.loads(shown_json.output)["latent_dim"] == LATENT_DIM
@@ -380,6 +458,41 @@ def test_cli_round_trip(zoo_copy):
     assert config.exit_code == 0
     assert config.output == zoo.serving_config(root, base_path_prefix="/models")
     assert 'base_path: "/models/cli-model/encoder"' in config.output
+
+
+def test_zoo_show_is_a_readable_table_and_json_has_everything(published):
+    root, _, _ = published
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["zoo", "show", NAME, "--zoo-root", str(root)])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    labels = [line.split()[0] for line in lines if line.startswith("  ") and line.split()]
+    for label in ("dataset", "factors", "objective", "network", "training", "parameters",
+                  "encoder", "decoder", "log_scale"):
+        assert label in labels, shown.output
+    assert "beta-TCVAE: alpha 1.0, beta 6.0, gamma 1.0, MWS estimator" in shown.output
+    assert "images [batch, 64, 64, 1] -> mean, log_scale, sample" in shown.output
+    assert all(len(line) <= 120 for line in lines if str(root) not in line), shown.output
+    # seeds, timings, library versions and checksums only in --json
+    for detail in ("seed", "seconds", "sha256", "tensorflow"):
+        assert detail not in shown.output.lower(), detail
+    card = json.loads(runner.invoke(cli, ["zoo", "show", NAME, "--json", "--zoo-root",
+                                          str(root)]).output)
+    assert card["config"]["train"]["seed"] == 0 and card["files"] and card["library_versions"]
+
+
+@pytest.mark.parametrize("name", ["dsprites-btcvae-b6"])
+def test_zoo_show_prints_the_evaluation_table(name):
+    if name not in _repository_names():
+        pytest.skip(f"{name} is not in the repository zoo")
+    shown = CliRunner().invoke(cli, ["zoo", "show", name, "--zoo-root", str(REPOSITORY_ZOO)])
+    assert shown.exit_code == 0, shown.output
+    mig = zoo.card_entry(name, root=REPOSITORY_ZOO)["metrics"]["mig_sampling"]["mig"]
+    (row,) = [line for line in shown.output.splitlines()
+              if line.strip().startswith("MIG, sampling (scale, orientation, pos_x, pos_y)")]
+    assert row.split()[-1] == f"{mig:.4f}"
+    assert "active units (variance > 0.01)" in shown.output
+    assert len(shown.output.splitlines()) < 40
 
 
 def test_cli_errors_are_one_line(published, tmp_path):
