@@ -19,7 +19,8 @@ def export(run_dir, name, version, zoo_root):
     Writes ZOO/NAME/encoder/VERSION and ZOO/NAME/decoder/VERSION (TF Serving's
     layout), adds the version to ZOO/NAME/card.json (dataset, training config,
     metrics.json if present, library versions, parameter counts, sha256 of every
-    file) and registers it in ZOO/index.json.
+    file) and registers it in ZOO/index.json. A metrics.json computed on another model
+    than RUN's current model.keras is refused: re-run `tcvae-tf evaluate RUN` first.
     """
     from tcvae_tf import training, zoo
 

@@ -9,12 +9,14 @@ ROOT/NAME/decoder/<version>/...
 ```
 
 A card entry records, per version, the dataset and its source, the full training
-config (the run's config.json), the metrics (the run's metrics.json, if any), library
-versions, the date, parameter counts, latent_dim, image_shape, the posterior
-parameterisation (``log_scale`` is the log of the posterior's standard deviation) and
-the sha256 of every file of both SavedModels. Versions are integers and a published
-version is never overwritten; new versions are built in a temporary folder inside
-ROOT and renamed into place, and card/index are replaced atomically.
+config (the run's config.json), the metrics (the run's metrics.json, if any, and only
+if it was computed on the run's current model.keras), library versions, the date,
+parameter counts, latent_dim, image_shape, the posterior parameterisation
+(``log_scale`` is the log of the posterior's standard deviation) and the sha256 of every
+file of both SavedModels. Versions are integers and a published version is never
+overwritten; new versions are built in a temporary folder inside ROOT and renamed into
+place, and card/index are replaced atomically. Loading checks a SavedModel's files
+against the card first: a damaged one is refused with the message ``verify`` prints.
 
 The root is, in order: the ``root`` argument, ``$TCVAE_TF_ZOO``, the repository's
 ``zoo/`` folder (next to the ``tcvae_tf`` package), ``./zoo``.
