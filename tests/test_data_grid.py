@@ -1,17 +1,17 @@
 """The dSprites factor grid, GroundTruthDataset indexing and sampling, dsprites-small, registry."""
 
-import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from tcvae_tf.cli.main import cli
 from tcvae_tf.data import (
     DatasetError,
     GroundTruthDataset,
     available_datasets,
-    check_subset,
     dsprites_subgrid,
     load_dataset,
     register_dataset,
@@ -68,23 +68,16 @@ def test_index_classes_round_trip_factorial():
     np.testing.assert_array_equal(dataset.index_from_classes([1, 2, 3]), 23)
 
 
-
-def test_random_subset_names_the_option_for_a_bad_size():
-    dataset = toy_dataset()
-    for size in (-5, 0, True, 2.5, "3"):
-        with pytest.raises(DatasetError, match=rf"^subset must be a positive number of "
-                                               rf"images, got {re.escape(repr(size))}$"):
-            dataset.random_subset(size, seed=0)
-        with pytest.raises(DatasetError, match="subset must be a positive number"):
-            check_subset(size)
+def test_a_bad_subset_names_the_option():
     with pytest.raises(DatasetError, match="subset: a subset of toy needs at least one image"):
-        dataset.subset([])
-    assert check_subset(None) is None and check_subset(np.int64(3)) == 3
-    assert dataset.random_subset(None) is dataset and dataset.random_subset(24) is dataset
-    # the choice training has always made: sorted rows drawn without replacement from seed
-    expected = np.sort(np.random.default_rng(7).choice(24, 5, replace=False))
-    chosen = dataset.random_subset(5, seed=7)
-    np.testing.assert_array_equal(chosen.images[:, 0, 0, 0], expected)
+        toy_dataset().subset([])
+    runner = CliRunner()
+    for value in ("-5", "0"):
+        result = runner.invoke(cli, ["train", "dsprites-small", "--subset", value, "--steps", "1",
+                                     "--out", "unused-run-folder"])
+        assert result.exit_code == 1, result.output
+        assert result.output.strip().splitlines() == [
+            f"Error: --subset must be a positive number of images, got {value}"]
 
 
 def test_index_from_classes_on_shuffled_rows_and_subsets():

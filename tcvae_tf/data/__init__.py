@@ -15,7 +15,7 @@ source do).
 """
 
 from tcvae_tf.data.dsprites import dsprites_subgrid, load_dsprites
-from tcvae_tf.data.ground_truth import DatasetError, GroundTruthDataset, check_subset
+from tcvae_tf.data.ground_truth import DatasetError, GroundTruthDataset
 from tcvae_tf.data.registry import available_datasets, load_dataset, register_dataset
 from tcvae_tf.data.sprites import render_dsprites
 
@@ -23,7 +23,6 @@ __all__ = [
     "DatasetError",
     "GroundTruthDataset",
     "available_datasets",
-    "check_subset",
     "dsprites_subgrid",
     "load_dataset",
     "load_dsprites",

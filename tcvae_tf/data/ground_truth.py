@@ -9,26 +9,6 @@ class DatasetError(ValueError):
     """A dataset file or source that cannot be used; the message names it and the problem."""
 
 
-def check_subset(size):
-    """Checks a requested subset size (training's --subset) before any data is loaded.
-
-    Args:
-      size: None (the whole dataset) or a positive integer.
-
-    Returns:
-      ``size`` as an int, or None.
-
-    Raises:
-      DatasetError: one line naming the option, e.g. "subset must be a positive number of
-        images, got -5".
-    """
-    if size is None:
-        return None
-    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
-        raise DatasetError(f"subset must be a positive number of images, got {size!r}")
-    return int(size)
-
-
 def _as_rng(rng):
     """np.random.Generator from a Generator, an int seed or None."""
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
@@ -219,26 +199,6 @@ class GroundTruthDataset:
         return GroundTruthDataset(self.name, self.images[indices], self.factor_classes[indices],
                                   self.factor_values[indices], self.factor_names,
                                   self.factor_sizes, self.source, self.path, self.pixel_max)
-
-    def random_subset(self, size, seed=None):
-        """``size`` distinct images chosen at random, in dataset order (training's --subset).
-
-        Args:
-          size: number of images, a positive integer (None, or at least the dataset's
-            size: the whole dataset).
-          seed: int seed of the choice.
-
-        Returns:
-          A GroundTruthDataset (``self`` when nothing is left out).
-
-        Raises:
-          DatasetError: ``size`` is not a positive integer (the message names "subset").
-        """
-        size = check_subset(size)
-        if size is None or size >= self.num_images:
-            return self
-        rng = np.random.default_rng(seed)
-        return self.subset(np.sort(rng.choice(self.num_images, size, replace=False)))
 
     def as_tf_dataset(self, batch_size, shuffle=True, seed=None, repeat=True,
                       drop_remainder=True, start_batch=0):
