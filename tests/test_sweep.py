@@ -116,12 +116,12 @@ def test_sweep_runs_every_trial_and_a_rerun_skips_them(tmp_path):
             assert row[column] != "", column
         run_dir = out / row["run"]
         assert not os.path.isabs(row["run"])
-        metrics = json.load(open(run_dir / runs.METRICS_FILE))
+        metrics = json.loads((run_dir / runs.METRICS_FILE).read_text())
         assert float(row["mig_sampling"]) == pytest.approx(metrics["mig_sampling"]["mig"],
                                                            rel=1e-5)
         assert [point["step"] for point in runs.read_curve(run_dir)] == [4, 8]
     assert os.path.getsize(out / sweep.SUMMARY_PNG) > 0
-    results = json.load(open(out / sweep.RESULTS_JSON))
+    results = json.loads((out / sweep.RESULTS_JSON).read_text())
     assert len(results["trials"]) == 4
     with open(out / sweep.CURVES_CSV) as handle:
         curves = list(csv.DictReader(handle))

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -45,7 +46,7 @@ def test_run_folder_holds_every_artefact(tmp_path):
                  training.MODEL_FILE, training.SAMPLES_FILE):
         assert os.path.getsize(os.path.join(run_dir, name)) > 0, name
     assert os.listdir(os.path.join(run_dir, "tensorboard"))
-    record = json.load(open(os.path.join(run_dir, training.CONFIG_FILE)))
+    record = json.loads(Path(run_dir, training.CONFIG_FILE).read_text())
     assert record["train"]["beta"] == 6.0
     assert record["data"]["name"] == "dsprites-small"
     assert record["data"]["source"] == "rendered"
@@ -66,7 +67,7 @@ def test_resume_continues_the_step_count(tmp_path):
     model = keras.models.load_model(os.path.join(run_dir, training.CHECKPOINT_FILE))
     assert int(model.optimizer.iterations) == 10
     assert _history_steps(run_dir) == [4, 8, 10]
-    stored = json.load(open(os.path.join(run_dir, training.CONFIG_FILE)))
+    stored = json.loads(Path(run_dir, training.CONFIG_FILE).read_text())
     assert stored["train"]["steps"] == 10
 
 
@@ -171,7 +172,7 @@ def test_overwrite_leaves_nothing_of_the_old_run(tmp_path):
     run_dir = training.train(_config(tmp_path, steps=2, keep_every=4, checkpoint_every=2),
                              verbose=0, echo=lambda _: None)
     for stale in ("metrics.json", "traversals.png"):
-        open(os.path.join(run_dir, stale), "w").write("old")
+        Path(run_dir, stale).write_text("old")
     training.train(_config(tmp_path, steps=2), overwrite=True, verbose=0, echo=lambda _: None)
     assert not os.path.exists(os.path.join(run_dir, "metrics.json"))
     assert not os.path.exists(os.path.join(run_dir, "traversals.png"))
@@ -207,7 +208,7 @@ def test_a_run_that_fails_before_its_first_checkpoint_does_not_block_a_rerun(
 def test_stale_temporaries_of_a_killed_write_are_removed(tmp_path):
     run_dir = training.train(_config(tmp_path, steps=4), verbose=0, echo=lambda _: None)
     stale = os.path.join(run_dir, "checkpoints", ".tmp-abc123.keras")
-    open(stale, "w").write("half a checkpoint")
+    Path(stale).write_text("half a checkpoint")
     messages = []
     training.train(_config(tmp_path, steps=6), resume=True, verbose=0, echo=messages.append)
     assert not os.path.exists(stale)
