@@ -482,7 +482,7 @@ def _fit(model, dataset, config, run_dir, start_step, total_steps, verbose, stre
             batches = dataset.as_tf_dataset(config.batch_size, shuffle=True,
                                             seed=config.seed, start_batch=first_step)
             model.fit(batches, initial_epoch=initial_epoch, epochs=epochs,
-                      steps_per_epoch=steps_per_epoch, verbose=0,
+                      steps_per_epoch=steps_per_epoch, verbose=0, shuffle=False,
                       callbacks=[window, *callbacks])
     except KeyboardInterrupt:
         window.end_line()
