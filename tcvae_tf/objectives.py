@@ -56,8 +56,12 @@ _LOG_TWO = math.log(2.0)
 _SQRT_HALF = math.sqrt(0.5)
 
 
-def _batch_tensors(z, loc, log_scale):
-    """Converts the three [M, D] inputs to tensors of one dtype and checks their shapes."""
+def _batch_tensors(z, loc, log_scale, rows=False):
+    """Converts the three [M, D] inputs to tensors of one dtype and checks their shapes.
+
+    With `rows`, z may hold fewer rows than loc and log_scale (a block of the batch's
+    samples against all of its posteriors): only the latent dimensions must agree.
+    """
     z = tf.convert_to_tensor(z)
     if not z.dtype.is_floating:
         raise ValueError(f"z must be a float tensor, got dtype {z.dtype.name}")
@@ -66,9 +70,14 @@ def _batch_tensors(z, loc, log_scale):
     for name, tensor in (("z", z), ("loc", loc), ("log_scale", log_scale)):
         if tensor.shape.rank is not None and tensor.shape.rank != 2:
             raise ValueError(f"{name} must have shape [batch, latent_dim], got {tensor.shape}")
-    if not (z.shape.is_compatible_with(loc.shape) and z.shape.is_compatible_with(log_scale.shape)):
+    z_shape = z.shape[1:] if rows else z.shape
+    params_shape = loc.shape[1:] if rows else loc.shape
+    if not (z_shape.is_compatible_with(params_shape)
+            and loc.shape.is_compatible_with(log_scale.shape)):
+        expected = ("loc and log_scale the same shape [batch, latent_dim] and z as many "
+                    "latent dimensions" if rows else "the same shape [batch, latent_dim]")
         raise ValueError(
-            f"z, loc and log_scale must have the same shape [batch, latent_dim], got "
+            f"z, loc and log_scale must have {expected}, got "
             f"{z.shape}, {loc.shape} and {log_scale.shape}"
         )
     return z, loc, log_scale
@@ -272,7 +281,7 @@ def _standardised_distance(z_block, loc_t, inv_scale_t, family):
     return distance, -tf.abs(distance)
 
 
-def _fused_log_mixtures(z, loc, log_scale, log_weights, family):
+def _fused_log_mixtures(z, loc, log_scale, log_weights, family, row_offset=0):
     """log q(z_i) and log q(z_id) of the minibatch estimators, without an [M, M, D] tensor.
 
     ```none
@@ -293,18 +302,26 @@ def _fused_log_mixtures(z, loc, log_scale, log_weights, family):
 
     Compiled with XLA (`jit_compile`), also when the calling train step is not.
 
+    `z` may hold only the samples i = row_offset .. row_offset + B - 1 of the batch (a
+    replica's rows, see `kl_decomposition`): their rows of the results are computed against
+    all M posteriors, with the weights of their global indices i.
+
     Args:
-      z, loc, log_scale: float tensors [M, D].
+      z: float tensor [B, D], samples row_offset .. row_offset + B - 1 (B = M: all).
+      loc, log_scale: float tensors [M, D], the posteriors of the whole batch.
       log_weights: float tensor [3], (log w_self, log w_next, log w_other).
       family: "normal" or "laplace".
+      row_offset: int or scalar int32 tensor, the global index of the first row of `z`.
 
     Returns:
-      log_qz [M] and log_marginals [M, D], dtype of `z`.
+      log_qz [B] and log_marginals [B, D], dtype of `z`; gradients flow to z [B, D] and
+      to loc and log_scale [M, D].
     """
     # The gradient is attached here, outside the two compiled functions, so TensorFlow never
     # differentiates their loops itself (eagerly or in a graph): the custom gradient calls
     # the compiled backward pass with the forward pass's padded results.
     log_weights = tf.stop_gradient(log_weights)
+    row_offset = tf.convert_to_tensor(row_offset, tf.int32)
 
     @tf.custom_gradient
     def log_mixtures(z, loc, log_scale):
@@ -312,16 +329,17 @@ def _fused_log_mixtures(z, loc, log_scale, log_weights, family):
         # intermediates); the gradient below is the only one.
         joint_t, marginal = _compiled_forward(tf.stop_gradient(z), tf.stop_gradient(loc),
                                               tf.stop_gradient(log_scale), log_weights,
-                                              family=family)
-        batch_size = tf.shape(z)[0]
+                                              row_offset, family=family)
+        batch_size = tf.shape(z)[0]  # rows of this block of samples
 
         def gradient(grad_log_qz, grad_log_marginals):
             if grad_log_qz is None:  # an output that the loss does not use
                 grad_log_qz = tf.zeros_like(joint_t[:batch_size])
             if grad_log_marginals is None:
                 grad_log_marginals = tf.zeros_like(marginal[:batch_size])
-            return _compiled_backward(z, loc, log_scale, log_weights, joint_t, marginal,
-                                      grad_log_qz, grad_log_marginals, family=family)
+            return _compiled_backward(z, loc, log_scale, log_weights, row_offset, joint_t,
+                                      marginal, grad_log_qz, grad_log_marginals,
+                                      family=family)
 
         return (joint_t[:batch_size], marginal[:batch_size]), gradient
 
@@ -329,7 +347,7 @@ def _fused_log_mixtures(z, loc, log_scale, log_weights, family):
 
 
 def _block_layout(batch_size):
-    """Number of blocks of `_BLOCK_ROWS` rows and padding rows for a batch of M samples.
+    """Number of blocks of `_BLOCK_ROWS` rows and padding rows for M (or B) samples.
 
     The block size is the same for every batch (also M < 64): the forward and backward
     passes may be traced with and without a static batch size and must agree.
@@ -338,19 +356,19 @@ def _block_layout(batch_size):
     return num_blocks, num_blocks * _BLOCK_ROWS - batch_size
 
 
-def _block_setup(z, loc, log_scale, log_weights, family):
+def _block_setup(z, loc, log_scale, log_weights, row_offset, family):
     """What the forward and backward passes share: the layout and a block's log-densities.
 
     Returns:
       (num_blocks, padding, inv_scale_t, z_t, block_terms): number of blocks, padding
       rows, exp(-log_scale) transposed [d, data j] (times sqrt(1/2) for the Normal), z
       transposed and padded to whole blocks [d, sample i], and block_terms(first) ->
-      (u [d, i, j], log q(z_id|x_jd) [d, i, j], log w_ij [i, j]) for
-      the samples i = first .. first + _BLOCK_ROWS - 1.
+      (u [d, i, j], log q(z_id|x_jd) [d, i, j], log w_ij [i, j]) for the rows
+      first .. first + _BLOCK_ROWS - 1 of z, whose weights are those of the global samples
+      row_offset + first ...
     """
-    batch_size = tf.shape(z)[0]
-    num_blocks, padding = _block_layout(batch_size)
-    columns = tf.range(batch_size)  # data index j
+    num_blocks, padding = _block_layout(tf.shape(z)[0])
+    columns = tf.range(tf.shape(loc)[0])  # data index j, 0 .. M - 1
     # [dim d, data j]: posterior parameters of the batch.
     log_scale_t = tf.transpose(log_scale)
     loc_t = tf.transpose(loc)
@@ -367,21 +385,22 @@ def _block_setup(z, loc, log_scale, log_weights, family):
         z_block = tf.slice(z_t, [0, first], [-1, _BLOCK_ROWS])  # [dim d, sample i]
         distance, log_kernel = _standardised_distance(z_block, loc_t, inv_scale_t, family)
         log_q = normaliser_t[:, None, :] + log_kernel  # [dim d, sample i, data j]
-        log_w = _structured_log_weights(first, _BLOCK_ROWS, columns, log_weights)  # [i, j]
+        log_w = _structured_log_weights(row_offset + first, _BLOCK_ROWS, columns,
+                                        log_weights)  # [i, j]
         return distance, log_q, log_w
 
     return num_blocks, padding, inv_scale_t, z_t, block_terms
 
 
-def _forward(z, loc, log_scale, log_weights, family):
-    """log q(z_i) [padded M] and log q(z_id) [padded M, D], block by block.
+def _forward(z, loc, log_scale, log_weights, row_offset, family):
+    """log q(z_i) [padded B] and log q(z_id) [padded B, D], block by block.
 
     The results of the blocks are written into tensors carried through the loop, not into
     TensorArrays (whose size XLA needs as a constant when the loop is compiled). Padding
     rows (zero samples) get finite values that the caller drops.
     """
     num_blocks, _, _, z_t, block_terms = _block_setup(
-        z, loc, log_scale, log_weights, family)
+        z, loc, log_scale, log_weights, row_offset, family)
 
     def forward_block(index, joint_t, marginal):
         first = index * _BLOCK_ROWS
@@ -398,16 +417,16 @@ def _forward(z, loc, log_scale, log_weights, family):
     return joint_t, marginal
 
 
-def _backward(z, loc, log_scale, log_weights, joint_t, marginal, grad_log_qz,
+def _backward(z, loc, log_scale, log_weights, row_offset, joint_t, marginal, grad_log_qz,
               grad_log_marginals, family):
-    """Gradients for z, loc and log_scale [M, D], recomputing each block's log-densities.
+    """Gradients for z [B, D], loc and log_scale [M, D], recomputing each block's log-densities.
 
     Args:
       joint_t, marginal: the padded results of `_forward`.
-      grad_log_qz [M], grad_log_marginals [M, D]: the incoming gradients.
+      grad_log_qz [B], grad_log_marginals [B, D]: the incoming gradients.
     """
     num_blocks, padding, inv_scale_t, z_t, block_terms = _block_setup(
-        z, loc, log_scale, log_weights, family)
+        z, loc, log_scale, log_weights, row_offset, family)
     marginal_t = tf.transpose(marginal)  # [d, sample i], padded
     grad_joint_t = tf.pad(grad_log_qz, [[0, padding]])  # [sample i], padded
     # [dim d, sample i], padded
@@ -448,7 +467,8 @@ _compiled_backward = tf.function(_backward, jit_compile=True, autograph=False)
 
 
 def kl_decomposition(
-    z, loc, log_scale, dataset_size, estimator="mws", posterior="normal", prior="normal"
+    z, loc, log_scale, dataset_size, estimator="mws", posterior="normal", prior="normal",
+    row_offset=None,
 ):
     """Per-sample estimates of MI, TC and DWKL, the three parts of the ELBO's KL term.
 
@@ -470,21 +490,32 @@ def kl_decomposition(
     stored whole (about 4x faster forward + backward at M = 2048; see
     `_fused_log_mixtures`); the values equal reducing `log_density_matrix`.
 
+    A share of the estimate (data parallelism): with `row_offset`, `z` holds only the
+    samples i = row_offset .. row_offset + B - 1 of a batch whose M posteriors are `loc`
+    and `log_scale`, and the results are those rows of the full decomposition, the
+    [B, M, D] share of the [M, M, D] work. M, log(N * M) and the MSS pairs (i, i + 1 mod M)
+    are the whole batch's, so the shares of R replicas, concatenated, equal the result on
+    one device, values and gradients (to z, and to all of loc and log_scale).
+
     Args:
-      z: float tensor [M, D], one sample z_i ~ q(z|x_i) per image.
+      z: float tensor [M, D], one sample z_i ~ q(z|x_i) per image (with `row_offset`:
+        [B, D], the samples of rows row_offset .. row_offset + B - 1).
       loc: float tensor [M, D], posterior locations of the batch.
       log_scale: float tensor [M, D], posterior log-scales of the batch.
       dataset_size: N, the number of images in the training set, a Python int >= M.
       estimator: "mws" (minibatch-weighted) or "mss" (minibatch-stratified sampling).
       posterior: one of `tcvae_tf.distributions.POSTERIORS`.
       prior: one of `tcvae_tf.distributions.PRIORS` (standard Normal or Laplace(0, 1)).
+      row_offset: None (z is the whole batch), or an int or scalar int tensor: the global
+        index of z's first row, 0 <= row_offset <= M - B.
 
     Returns:
-      Dict of float tensors [M]: "mi", "tc", "dwkl", "log_qz_given_x", "log_qz",
-      "log_prod_qzi", "log_pz".
+      Dict of float tensors [M] (with `row_offset`: [B]): "mi", "tc", "dwkl",
+      "log_qz_given_x", "log_qz", "log_prod_qzi", "log_pz".
 
     Raises:
-      ValueError: bad shapes, unknown estimator or family, N < M, or M < 2 for MSS.
+      ValueError: bad shapes, unknown estimator or family, N < M, M < 2 for MSS, or rows
+        out of the batch (when known before the graph runs).
 
     Example:
       >>> parts = kl_decomposition(z, loc, log_scale, dataset_size=737280, estimator="mss")
@@ -495,17 +526,25 @@ def kl_decomposition(
     check_family(posterior, POSTERIORS, "posterior")
     check_family(prior, PRIORS, "prior")
     dataset_size = _check_dataset_size(dataset_size)
-    z, loc, log_scale = _batch_tensors(z, loc, log_scale)
-    batch_size = z.shape[0] if z.shape[0] is not None else tf.shape(z)[0]
+    rows = row_offset is not None
+    z, loc, log_scale = _batch_tensors(z, loc, log_scale, rows=rows)
+    batch_size = loc.shape[0] if loc.shape[0] is not None else tf.shape(loc)[0]
     batch_size = _static_batch_size(batch_size, dataset_size, estimator)
+    own_loc, own_log_scale = loc, log_scale
+    if rows:
+        row_offset = _check_row_offset(row_offset, z.shape[0], batch_size)
+        # [sample i, dim d]: the posteriors of z's own rows.
+        own_loc = tf.slice(loc, [row_offset, 0], [tf.shape(z)[0], -1])
+        own_log_scale = tf.slice(log_scale, [row_offset, 0], [tf.shape(z)[0], -1])
 
     # [sample i, dim d]
-    log_qz_given_x = tf.reduce_sum(log_density(z, loc, log_scale, posterior), axis=1)
+    log_qz_given_x = tf.reduce_sum(log_density(z, own_loc, own_log_scale, posterior), axis=1)
     log_pz = tf.reduce_sum(log_density(z, 0.0, 0.0, prior), axis=1)
 
     log_weights = _log_weight_values(batch_size, dataset_size, estimator, z.dtype)
     # [sample i], [sample i, dim d]
-    log_qz, log_qz_marginals = _fused_log_mixtures(z, loc, log_scale, log_weights, posterior)
+    log_qz, log_qz_marginals = _fused_log_mixtures(
+        z, loc, log_scale, log_weights, posterior, row_offset=row_offset if rows else 0)
     log_prod_qzi = tf.reduce_sum(log_qz_marginals, axis=1)
 
     return {
@@ -517,6 +556,20 @@ def kl_decomposition(
         "log_prod_qzi": log_prod_qzi,
         "log_pz": log_pz,
     }
+
+
+def _check_row_offset(row_offset, num_rows, batch_size):
+    """Validates a block of rows row_offset .. row_offset + B - 1 of a batch of M samples.
+
+    Known values are checked here (ValueError); the rest are left to the slicing ops.
+    Returns the offset as a scalar int32 tensor.
+    """
+    static = tf.get_static_value(row_offset)
+    if static is not None and not isinstance(batch_size, tf.Tensor) and num_rows is not None:
+        if not 0 <= int(static) <= batch_size - num_rows:
+            raise ValueError(f"rows {int(static)} .. {int(static) + num_rows - 1} are not "
+                             f"rows of a batch of {batch_size}")
+    return tf.cast(row_offset, tf.int32)
 
 
 def analytic_kl(loc, log_scale):

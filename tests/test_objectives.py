@@ -558,3 +558,65 @@ def test_fused_log_mixtures_concentrated_posteriors_float32():
     for got, want in zip(actual, expected, strict=True):
         assert np.all(np.isfinite(got))
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# -- a replica's share: rows of the decomposition against the whole batch -------------------
+
+
+def decomposition_and_gradients(z, loc, log_scale, estimator, num_shares):
+    """All parts and the gradient of a weighted sum of them, from `num_shares` row blocks."""
+    z, loc, log_scale = (tf.constant(t) for t in (z, loc, log_scale))
+    batch_size = z.shape[0]
+    bounds = np.linspace(0, batch_size, num_shares + 1).astype(int)
+    names = ("mi", "tc", "dwkl", "log_qz_given_x", "log_qz", "log_prod_qzi", "log_pz")
+    rng = np.random.default_rng(5)
+    coefficients = {name: tf.constant(rng.normal(size=batch_size)) for name in names}
+    with tf.GradientTape() as tape:
+        tape.watch([z, loc, log_scale])
+        if num_shares == 1:
+            parts = objectives.kl_decomposition(z, loc, log_scale, 1000, estimator)
+        else:
+            shares = [
+                objectives.kl_decomposition(z[first:last], loc, log_scale, 1000, estimator,
+                                            row_offset=first)
+                for first, last in zip(bounds[:-1], bounds[1:], strict=True)
+            ]
+            parts = {name: tf.concat([share[name] for share in shares], 0) for name in names}
+        loss = sum(tf.reduce_sum(coefficients[name] * parts[name]) for name in names)
+    gradients = tape.gradient(loss, [z, loc, log_scale])
+    return {name: parts[name].numpy() for name in names}, [g.numpy() for g in gradients]
+
+
+# 150 rows in 2 or 3 shares: blocks of 75 and 50 rows, none a multiple of the 64-row block.
+@pytest.mark.parametrize("num_shares", [2, 3])
+@pytest.mark.parametrize("estimator", objectives.ESTIMATORS)
+def test_row_shares_concatenated_equal_the_whole_batch(estimator, num_shares):
+    z, loc, log_scale = random_batch(30, batch_size=150, latent_dim=4)
+    expected_parts, expected_gradients = decomposition_and_gradients(
+        z, loc, log_scale, estimator, 1)
+    parts, gradients = decomposition_and_gradients(z, loc, log_scale, estimator, num_shares)
+    for name, want in expected_parts.items():
+        np.testing.assert_allclose(parts[name], want, rtol=1e-12, atol=1e-12, err_msg=name)
+    for name, got, want in zip(("dz", "dloc", "dlog_scale"), gradients, expected_gradients,
+                               strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11, err_msg=name)
+
+
+def test_row_share_under_tf_function_with_a_tensor_offset():
+    z, loc, log_scale = random_batch(31, batch_size=70, latent_dim=3)
+    whole = objectives.kl_decomposition(z, loc, log_scale, 1000, "mss")
+
+    @tf.function
+    def share(first):
+        return objectives.kl_decomposition(z[35:], loc, log_scale, 1000, "mss",
+                                           row_offset=first)["tc"]
+
+    np.testing.assert_allclose(share(tf.constant(35)), whole["tc"][35:], rtol=1e-12)
+
+
+def test_row_share_bad_inputs_raise():
+    z, loc, log_scale = random_batch(32, batch_size=6)
+    with pytest.raises(ValueError, match="rows 4 .. 7 are not rows of a batch of 6"):
+        objectives.kl_decomposition(z[:4], loc, log_scale, 100, row_offset=4)
+    with pytest.raises(ValueError, match="z as many latent dimensions"):
+        objectives.kl_decomposition(z[:2, :2], loc, log_scale, 100, row_offset=0)
