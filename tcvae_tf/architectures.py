@@ -44,14 +44,38 @@ class BatchNormalization(layers.BatchNormalization):
     4-D channels-last inputs with the TensorFlow backend (and no mask or renorm) the fused
     kernel is used; anything else falls back to the Keras computation. The class keeps the
     Keras name, so `.keras` files written with the stock layer load unchanged.
+
+    In training under a tf.distribute strategy with several replicas, the statistics are
+    those of the global batch (synchronised BatchNorm, whatever `synchronized` says):
+
+    ```none
+    mean = all_reduce_sum(sum_b x) / (R * n)
+    var  = all_reduce_sum(sum_b (x - mean)**2) / (R * n)      (two passes, as on one device)
+    ```
+
+    so that R replicas normalise, update the moving averages and differentiate exactly as
+    one device does on the whole batch (the all-reduces pass gradients back).
     """
+
+    @staticmethod
+    def _replica_context():
+        """The replica context when several replicas train in sync, else None."""
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync < 2:
+            return None
+        return context
 
     def _fused(self, inputs, mask):
         axis = self.axis[0] if isinstance(self.axis, (list, tuple)) else self.axis
         return (keras.backend.backend() == "tensorflow" and mask is None and not self.renorm
-                and len(inputs.shape) == 4 and axis in (-1, 3) and self.scale and self.center)
+                and len(inputs.shape) == 4 and axis in (-1, 3) and self.scale and self.center
+                and self.compute_dtype != "float64")
 
     def call(self, inputs, training=None, mask=None):
+        if training and self.trainable and self._replica_context() is not None:
+            return self._synchronised_call(inputs, mask)
         if not self._fused(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
@@ -75,6 +99,35 @@ class BatchNormalization(layers.BatchNormalization):
                 x, gamma, beta, mean=tf.cast(self.moving_mean, tf.float32),
                 variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
                 is_training=False)
+        return tf.cast(outputs, self.compute_dtype)
+
+    def _synchronised_call(self, inputs, mask):
+        """Training step of one replica, normalised with the global batch's statistics."""
+        import tensorflow as tf
+
+        axis = self.axis[0] if isinstance(self.axis, (list, tuple)) else self.axis
+        if mask is not None or self.renorm or axis % len(inputs.shape) != len(inputs.shape) - 1:
+            raise ValueError("synchronised BatchNormalization takes channels-last inputs "
+                             "without mask or renorm")
+        context = self._replica_context()
+        # Statistics in float32 also under mixed precision (and in float64 under float64).
+        dtype = tf.float64 if self.compute_dtype == "float64" else tf.float32
+        x = tf.cast(inputs, dtype)
+        axes = list(range(len(x.shape) - 1))  # all but the channels
+        count = tf.cast(tf.size(x) // tf.shape(x)[-1], dtype)
+        total, count = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                          [tf.reduce_sum(x, axis=axes), count])
+        mean = total / count
+        squares = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                     tf.reduce_sum(tf.square(x - mean), axis=axes))
+        variance = squares / count
+        momentum = self.momentum
+        for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+            batch = tf.cast(tf.stop_gradient(batch), moving.dtype)
+            moving.assign(moving * momentum + batch * (1.0 - momentum))
+        scale = tf.cast(self.gamma, dtype) if self.scale else None
+        offset = tf.cast(self.beta, dtype) if self.center else None
+        outputs = tf.nn.batch_normalization(x, mean, variance, offset, scale, self.epsilon)
         return tf.cast(outputs, self.compute_dtype)
 
 
