@@ -10,6 +10,12 @@ data_throughput.py). Prints the median images/s over timed windows after warm-up
 several precisions (comma-separated), their windows are interleaved in one process so
 that each sees the same load, and the ratio of each to the first is reported.
 
+With --strategy mirrored --cpu-replicas R it compares the replicated step (R logical CPU
+devices, tf.distribute's MirroredStrategy, the estimators on the global batch) with the
+one-device step on the same cores, windows interleaved, and reports the ratio. With
+--kl-share R1,R2,... it times one replica's share of the objective (M/R rows against all
+M columns, forward and backward) for each R.
+
 With --kl-decomposition it times only the objective: forward and backward of
 `objectives.kl_decomposition` at M = --batch-size, D = 10, against the direct formulation
 (the [M, M, D] tensor of `log_density_matrix`, reduced with `tf.reduce_logsumexp` and
@@ -17,6 +23,7 @@ differentiated by TensorFlow), each under `tf.function` without and with XLA, in
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -24,7 +31,7 @@ import time
 
 
 def make_train_step(arch, batch_size, estimator, precision="fp32", jit_compile="auto",
-                    latent_dim=10, seed=0):
+                    latent_dim=10, seed=0, strategy=None):
     """Builds a BetaTCVAE and returns a function running its compiled train step.
 
     Args:
@@ -36,6 +43,7 @@ def make_train_step(arch, batch_size, estimator, precision="fp32", jit_compile="
       jit_compile: "auto" (the training default: off), "on" or "off".
       latent_dim: D.
       seed: seed of the weights and the synthetic images.
+      strategy: None, or a tf.distribute strategy to build and run the model under.
 
     Returns:
       (run_steps, jit): run_steps(n) runs n train steps and returns the last loss as a
@@ -45,6 +53,7 @@ def make_train_step(arch, batch_size, estimator, precision="fp32", jit_compile="
     import numpy as np
     import tensorflow as tf
 
+    from tcvae_tf import distribute
     from tcvae_tf.model import BetaTCVAE
     from tcvae_tf.training import TrainConfig, _choose_jit, _set_precision
 
@@ -52,14 +61,16 @@ def make_train_step(arch, batch_size, estimator, precision="fp32", jit_compile="
     keras.utils.set_random_seed(seed)
     config = TrainConfig(arch=arch, jit_compile=jit_compile)
     jit = _choose_jit(config)
-    model = BetaTCVAE(latent_dim=latent_dim, arch=arch, estimator=estimator, beta=6.0,
-                      dataset_size=737280)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = BetaTCVAE(latent_dim=latent_dim, arch=arch, estimator=estimator, beta=6.0,
+                          dataset_size=737280)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit)
     images = np.random.default_rng(seed).random((batch_size, 64, 64, 1)) > 0.9
     batch = tf.constant(images.astype("float32"))
     model.make_train_function()
     train_function = model.train_function
-    iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
+    iterator = iter(distribute.distribute_batches(
+        strategy, lambda: tf.data.Dataset.from_tensors(batch).repeat(), batch_size))
 
     def run_steps(num_steps):
         for _ in range(num_steps):
@@ -116,6 +127,73 @@ def measure_interleaved(arch, batch_size, estimator, precisions, steps=20, windo
             f"ratio_to_{precisions[0]}": median / first,
         })
     return results
+
+
+def measure_strategy(arch, batch_size, estimator, strategy_name, cpu_replicas, steps=20,
+                     windows=5, warmup=3, jit_compile="auto", latent_dim=10):
+    """Images/s of the replicated step and of the one-device step, windows interleaved."""
+    from tcvae_tf import distribute
+
+    strategy = distribute.make_strategy(strategy_name, cpu_replicas)
+    runners = {
+        "none": make_train_step(arch, batch_size, estimator, jit_compile=jit_compile,
+                                latent_dim=latent_dim)[0],
+        strategy_name: make_train_step(arch, batch_size, estimator, jit_compile=jit_compile,
+                                       latent_dim=latent_dim, strategy=strategy)[0],
+    }
+    for run_steps in runners.values():
+        run_steps(warmup)
+    rates = {name: [] for name in runners}
+    for _ in range(windows):
+        for name, run_steps in runners.items():
+            rates[name].append(timed_window(run_steps, steps, batch_size))
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    return {
+        "arch": arch, "batch_size": batch_size, "estimator": estimator,
+        "strategy": strategy_name, "replicas": distribute.num_replicas(strategy),
+        "steps_per_window": steps, "windows": windows,
+        "images_per_second": medians, "images_per_second_windows": rates,
+        "ratio_to_none": medians[strategy_name] / medians["none"], "cores": os.cpu_count(),
+    }
+
+
+def measure_kl_shares(batch_size, estimator, replicas, repeats=5, latent_dim=10):
+    """Seconds per forward + backward of one replica's share (M/R rows, all M columns)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tcvae_tf import objectives
+
+    rng = np.random.default_rng(0)
+    loc = tf.Variable(rng.normal(size=(batch_size, latent_dim)).astype("float32"))
+    log_scale = tf.Variable(rng.uniform(-2, 0, size=(batch_size, latent_dim)).astype("float32"))
+    noise = tf.constant(rng.normal(size=(batch_size, latent_dim)).astype("float32"))
+
+    def share(rows):
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                z = (loc + tf.exp(log_scale) * noise)[:rows]
+                parts = objectives.kl_decomposition(z, loc, log_scale, 737280, estimator,
+                                                    row_offset=0)
+                loss = tf.reduce_mean(5.0 * parts["log_qz"] - 6.0 * parts["log_prod_qzi"])
+            return loss, tape.gradient(loss, [loc, log_scale])
+
+        return step
+
+    steps = {count: share(batch_size // count) for count in replicas}
+    for step in steps.values():
+        step()
+    seconds = {count: [] for count in replicas}
+    for _ in range(repeats):
+        for count, step in steps.items():
+            start = time.perf_counter()
+            float(step()[0])
+            seconds[count].append(time.perf_counter() - start)
+    return {"batch_size": batch_size, "latent_dim": latent_dim, "estimator": estimator,
+            "seconds_per_replica": {count: statistics.median(values)
+                                    for count, values in seconds.items()},
+            "cores": os.cpu_count()}
 
 
 def measure_kl_decomposition(batch_size, estimator, repeats=5, latent_dim=10):
@@ -185,8 +263,43 @@ def main():
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--kl-decomposition", action="store_true",
                         help="time only the objective's forward and backward (see above)")
+    parser.add_argument("--strategy", default=None,
+                        help="mirrored: compare the replicated step with the one-device one")
+    parser.add_argument("--cpu-replicas", type=int, default=None,
+                        help="logical CPU devices for --strategy mirrored")
+    parser.add_argument("--kl-share", default=None,
+                        help="comma-separated R: time one replica's share of the objective")
     parser.add_argument("--json", action="store_true", help="print one JSON object per line")
     args = parser.parse_args()
+    if args.strategy:
+        from tcvae_tf import distribute
+
+        if args.cpu_replicas:  # before TensorFlow initialises its devices
+            distribute.configure_cpu_replicas(args.cpu_replicas)
+        result = measure_strategy(args.arch, args.batch_size, args.estimator, args.strategy,
+                                  args.cpu_replicas, args.steps, args.windows,
+                                  jit_compile=args.jit)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            rates = result["images_per_second"]
+            print(f"{args.arch} batch {args.batch_size} {args.estimator}: "
+                  f"{rates['none']:.0f} images/s on one device, "
+                  f"{rates[args.strategy]:.0f} with {args.strategy} over "
+                  f"{result['replicas']} replicas; ratio {result['ratio_to_none']:.2f} "
+                  f"(median of {args.windows} interleaved windows, {result['cores']} cores)")
+        return
+    if args.kl_share:
+        counts = [int(count) for count in args.kl_share.split(",")]
+        result = measure_kl_shares(args.batch_size, args.estimator, counts, args.windows)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            timings = ", ".join(f"R {count}: {seconds * 1000:.1f} ms" for count, seconds in
+                                result["seconds_per_replica"].items())
+            print(f"M {args.batch_size}, D 10, {args.estimator}, one replica's share "
+                  f"forward + backward: {timings}")
+        return
     if args.kl_decomposition:
         result = measure_kl_decomposition(args.batch_size, args.estimator, args.windows)
         if args.json:

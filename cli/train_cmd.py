@@ -54,27 +54,38 @@ def _fail(error):
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Start afresh in a folder that holds a run.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(dataset, resume, overwrite, quiet, **options):
+@click.option("--strategy", default="auto", show_default=True,
+              help="Data parallelism: auto (mirrored over 2+ GPUs, else none), none, mirrored "
+                   "(all local GPUs, or --cpu-replicas CPU devices) or multiworker (the workers "
+                   "of TF_CONFIG). --batch-size stays the global batch; the step is the "
+                   "one-device step.")
+@click.option("--cpu-replicas", default=None, type=int,
+              help="Without GPUs: split the CPU into this many replicas (mirrored/auto).")
+def train(dataset, resume, overwrite, quiet, strategy, cpu_replicas, **options):
     """Train a beta-TCVAE (or beta-VAE, VAE) on DATASET (e.g. dsprites).
 
     The defaults are the authors' dSprites recipe: `tcvae-tf train dsprites --beta 6`
     trains the MLP with batch 2048 and Adam 1e-3 for 50 epochs. A run folder keeps
     config.json, history.csv, TensorBoard logs, checkpoints, model.keras and samples.png.
     """
-    from tcvae_tf import training
+    from tcvae_tf import distribute, training
 
     if options["epochs"] is None and options["steps"] is None and not resume:
         options["epochs"] = 50
     try:
         config = config_from_options(dataset, **options)
+        if cpu_replicas and not resume:
+            distribute.check_batch_size(config.batch_size, cpu_replicas)
+        # Before any other TensorFlow work: the CPU split and the collectives come first.
+        strategy = distribute.make_strategy(strategy, cpu_replicas)
         training.train(config, resume=resume, overwrite=overwrite, verbose=0 if quiet else 1,
-                       echo=lambda message: click.echo(message, err=True))
+                       echo=lambda message: click.echo(message, err=True), strategy=strategy)
     except (ValueError, OSError, training.TrainingError) as error:
         _fail(error)
 
 
 # Options of `train` that say how to run, not what to train (a sweep sets them itself).
-RUN_CONTROL_OPTIONS = ("out", "resume", "overwrite", "quiet")
+RUN_CONTROL_OPTIONS = ("out", "resume", "overwrite", "quiet", "strategy", "cpu_replicas")
 
 
 def config_from_options(dataset, warmup_steps=0, **options):

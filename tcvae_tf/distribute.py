@@ -43,6 +43,7 @@ NeurIPS 2018 (the estimators); TensorFlow's distributed training guide (the stra
 import dataclasses
 import json
 import os
+import re
 
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 
@@ -230,8 +231,13 @@ def is_chief(strategy):
 
 
 def check_batch_size(batch_size, strategy):
-    """Raises ValueError unless the global batch splits evenly over the replicas."""
-    replicas = num_replicas(strategy)
+    """Raises ValueError unless the global batch splits evenly over the replicas.
+
+    Args:
+      batch_size: M.
+      strategy: a strategy, None (one replica) or a number of replicas.
+    """
+    replicas = strategy if isinstance(strategy, int) else num_replicas(strategy)
     if batch_size % replicas:
         raise ValueError(f"batch size {batch_size} does not split over {replicas} replicas; "
                          f"give a multiple of {replicas}")
@@ -248,6 +254,30 @@ def describe(strategy):
     return {"strategy": "multiworker" if multiworker else "mirrored",
             "replicas": num_replicas(strategy), "workers": workers,
             "devices_per_worker": list(strategy.extended.worker_devices)}
+
+
+def collective_errors():
+    """The TensorFlow errors raised when a replica or worker is lost mid-step."""
+    import tensorflow as tf
+
+    return (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+            tf.errors.CancelledError, tf.errors.AbortedError, tf.errors.InternalError)
+
+
+def collective_failure(error, run_dir):
+    """One line for a step that failed because a worker went away."""
+    from tcvae_tf import runs
+
+    try:
+        step = runs.checkpoint_step(run_dir) if runs.has_checkpoint(run_dir) else None
+    except Exception:  # a damaged checkpoint must not hide the failure being reported
+        step = None
+    text = re.sub(r"\{\{.*?\}\}\s*", "", str(getattr(error, "message", "") or error))
+    first_line = (text.strip().splitlines() or [""])[0]
+    kept = (f"the run resumes from its checkpoint at step {step} with --resume"
+            if step is not None else "no checkpoint was written yet")
+    return (f"distributed training stopped, a worker is unreachable or failed "
+            f"({type(error).__name__}: {first_line[:160]}); {kept}")
 
 
 # -- the input pipeline -----------------------------------------------------------------------
@@ -358,6 +388,23 @@ class ReplicaBatch:
             return tf.reduce_mean(values)
         return tf.reduce_sum(values) / tf.cast(self.global_batch_size, values.dtype)
 
+
+
+def step_logs(logs):
+    """The scalars a train or test step returns, in the shape Keras can reduce.
+
+    Keras 3 reduces a step's outputs under a multi-worker strategy with
+    `strategy.reduce("MEAN", value, axis=0)`, which fails on scalars
+    (tensorflow/tensorflow#72388); as vectors [1] they reduce to the scalar. Elsewhere the
+    logs are returned unchanged.
+    """
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    if not (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode()):
+        return logs
+    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
 
 
 def sum_over_replicas(terms):

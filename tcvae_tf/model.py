@@ -15,7 +15,7 @@ References:
 import keras
 import tensorflow as tf
 
-from tcvae_tf import architectures, distributions, objectives
+from tcvae_tf import architectures, distribute, distributions, objectives
 
 OBJECTIVES = ("tcvae", "betavae", "vae")
 KL_KINDS = ("sampled", "analytic")
@@ -177,21 +177,27 @@ class BetaTCVAE(keras.Model):
 
         Returns:
           A dict of scalar tensors: ``loss``, ``reconstruction`` (mean -log p(x|z)),
-          ``kl`` (mean log q(z|x) - log p(z), or the analytic KL), ``mi``, ``tc``, ``dwkl``.
+          ``kl`` (mean log q(z|x) - log p(z), or the analytic KL), ``mi``, ``tc``, ``dwkl``:
+          means over the batch; under a strategy with several replicas, this replica's
+          part of the global batch's means (its rows' sum / M), which sum over replicas.
         """
         images = tf.cast(images, tf.float32)
+        # Under a tf.distribute strategy this replica holds rows of the global batch: the
+        # noise and the estimators are the global batch's (see tcvae_tf.distribute).
+        share = distribute.ReplicaBatch(tf.shape(images)[0])
         loc, log_scale = self.encode(images, training=training)
-        z = self.sample_posterior(loc, log_scale, seed=self.step_seed())
+        all_loc, all_log_scale = share.gather(loc, log_scale)  # [M, D]
+        z = share.rows(self.sample_posterior(all_loc, all_log_scale, seed=self.step_seed()))
         logits = self.decode(z, training=training)
-        reconstruction = tf.reduce_mean(self.reconstruction_nll(images, logits))
+        reconstruction = share.mean(self.reconstruction_nll(images, logits))
         step = tf.cast(self.optimizer.iterations, tf.float32) if self.optimizer else 0.0
         beta = objectives.beta_schedule(step, self.beta, self.beta_warmup_steps)
         parts = objectives.kl_decomposition(
-            z, loc, log_scale, self.dataset_size, estimator=self.estimator,
-            posterior=self.posterior, prior=self.prior)
-        mi, tc, dwkl = (tf.reduce_mean(parts[name]) for name in ("mi", "tc", "dwkl"))
+            z, all_loc, all_log_scale, self.dataset_size, estimator=self.estimator,
+            posterior=self.posterior, prior=self.prior, row_offset=share.row_offset)
+        mi, tc, dwkl = (share.mean(parts[name]) for name in ("mi", "tc", "dwkl"))
         if self.kl == "analytic":
-            kl = tf.reduce_mean(objectives.analytic_kl(loc, log_scale))
+            kl = share.mean(objectives.analytic_kl(loc, log_scale))
         else:
             kl = mi + tc + dwkl  # == mean(log q(z|x) - log p(z))
         if self.objective == "tcvae":
@@ -205,7 +211,8 @@ class BetaTCVAE(keras.Model):
     def _update_trackers(self, terms):
         for name, tracker in self._trackers.items():
             tracker.update_state(terms[name])
-        return {name: tracker.result() for name, tracker in self._trackers.items()}
+        return distribute.step_logs(
+            {name: tracker.result() for name, tracker in self._trackers.items()})
 
     def train_step(self, data):
         """One optimizer step on a batch; returns the trackers' results.
@@ -240,8 +247,9 @@ class BetaTCVAE(keras.Model):
                 self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
 
             fused_update(gradients)
-        return self._update_trackers(terms)
+        return self._update_trackers(distribute.sum_over_replicas(terms))
 
     def test_step(self, data):
         images = data[0] if isinstance(data, tuple) else data
-        return self._update_trackers(self.loss_terms(images, training=False))
+        return self._update_trackers(
+            distribute.sum_over_replicas(self.loss_terms(images, training=False)))

@@ -15,9 +15,10 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 
-from tcvae_tf import runs
+from tcvae_tf import distribute, runs
 
 # Run-folder names, kept here for code written against earlier versions.
 CONFIG_FILE = runs.CONFIG_FILE
@@ -366,7 +367,8 @@ def _load_training_data(config, echo):
 
 
 def build_model(config, dataset):
-    """A new, compiled BetaTCVAE for ``config`` and ``dataset``."""
+    """A new, compiled BetaTCVAE for ``config`` and ``dataset`` (under the current
+    strategy's scope when there is one)."""
     import keras
 
     from tcvae_tf.model import BetaTCVAE
@@ -383,7 +385,7 @@ def build_model(config, dataset):
 
 
 def train(config, resume=False, overwrite=False, verbose=1, echo=print, stream=None,
-          on_window=None):
+          on_window=None, strategy=None):
     """Runs (or resumes) a training run described by ``config``.
 
     Args:
@@ -398,6 +400,12 @@ def train(config, resume=False, overwrite=False, verbose=1, echo=print, stream=N
         redrawn line, elsewhere one plain line per checkpoint window.
       on_window: optional callable(step=, total_steps=, images_per_second=, logs=) called
         after each checkpoint window (sweeps report progress through it).
+      strategy: None (one device), or a `tf.distribute` strategy from
+        `tcvae_tf.distribute.make_strategy`: the model is built under its scope, each of
+        its R replicas trains on M / R images of every global batch of M, and one step
+        equals the one-device step. Only the chief writes the run folder (other workers
+        write to a temporary folder they delete); a run resumes with any number of
+        replicas that divides the batch.
 
     Returns:
       The run folder.
@@ -406,13 +414,36 @@ def train(config, resume=False, overwrite=False, verbose=1, echo=print, stream=N
       TrainingError, ValueError, OSError: with one-line messages. A run that fails
       before its first checkpoint leaves nothing behind that blocks a rerun.
     """
-    run_dir, config = _resolve(config, resume, overwrite)
+    chief = distribute.is_chief(strategy)
+    # Only the chief refuses a folder that holds a run: it may be the chief's own, just begun.
+    run_dir, config = _resolve(config, resume, overwrite or not chief)
     stream = sys.stdout if stream is None else stream
+    distribute.check_batch_size(config.batch_size, strategy)
+    if not chief:
+        # Other workers run the same steps (they take part in every collective) but write
+        # their copy of the run to a folder of their own, deleted at the end.
+        with tempfile.TemporaryDirectory(prefix="tcvae-tf-worker-") as scratch:
+            return _train(config, resume, overwrite, 0, lambda message: None, stream, None,
+                          strategy, run_dir=run_dir, write_dir=os.path.join(scratch, "run"))
+    return _train(config, resume, overwrite, verbose, echo, stream, on_window, strategy,
+                  run_dir=run_dir, write_dir=run_dir)
+
+
+def _train(config, resume, overwrite, verbose, echo, stream, on_window, strategy, run_dir,
+           write_dir):
+    """`train` once the run folder is known: reads from ``run_dir``, writes ``write_dir``."""
+    import contextlib
 
     import keras
     import numpy as np
     import tensorflow as tf
 
+    if write_dir != run_dir and resume and runs.has_checkpoint(run_dir):
+        os.makedirs(os.path.dirname(os.path.join(write_dir, CHECKPOINT_FILE)))
+        shutil.copy(os.path.join(run_dir, CHECKPOINT_FILE),
+                    os.path.join(write_dir, CHECKPOINT_FILE))
+    run_dir = write_dir
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     stale = runs.remove_temporaries(run_dir)
     if stale:
         echo(f"removed {len(stale)} unfinished temporary file(s) of an interrupted write")
@@ -423,14 +454,16 @@ def train(config, resume=False, overwrite=False, verbose=1, echo=print, stream=N
     keras.utils.set_random_seed(config.seed)
     fresh = not (resume and runs.has_checkpoint(run_dir))
     if not fresh:
-        model = runs.load_model(run_dir, prefer_checkpoint=True)
+        with scope:
+            model = runs.load_model(run_dir, prefer_checkpoint=True)
         start_step = int(model.optimizer.iterations.numpy())
         runs.truncate_history(run_dir, start_step)
         echo(f"resuming {run_dir} at step {start_step}")
     else:
         if resume:
             echo(f"{run_dir} has no checkpoint yet; starting at step 0")
-        model = build_model(config, dataset)
+        with scope:
+            model = build_model(config, dataset)
         start_step = 0
         if runs.is_run(run_dir):  # --overwrite, or a resumed run that never checkpointed
             runs.clear(run_dir)
@@ -441,6 +474,7 @@ def train(config, resume=False, overwrite=False, verbose=1, echo=print, stream=N
         "data": dataset.describe(),
         "total_steps": total_steps,
         "jit_compile": bool(_choose_jit(config)),
+        "distribution": distribute.describe(strategy),
         "library_versions": library_versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -448,7 +482,7 @@ def train(config, resume=False, overwrite=False, verbose=1, echo=print, stream=N
 
     try:
         _fit(model, dataset, config, run_dir, start_step, total_steps, verbose, stream,
-             on_window, echo)
+             on_window, echo, strategy)
     except BaseException:
         if fresh and not runs.has_checkpoint(run_dir):
             # Nothing worth keeping, and nothing may block a rerun.
@@ -467,7 +501,7 @@ def train(config, resume=False, overwrite=False, verbose=1, echo=print, stream=N
 
 
 def _fit(model, dataset, config, run_dir, start_step, total_steps, verbose, stream, on_window,
-         echo):
+         echo, strategy=None):
     """Trains from ``start_step`` to ``total_steps`` in checkpoint windows."""
     if start_step >= total_steps:
         echo(f"{run_dir} already reached step {start_step} of {total_steps}")
@@ -479,8 +513,11 @@ def _fit(model, dataset, config, run_dir, start_step, total_steps, verbose, stre
                 start_step, total_steps, min(config.checkpoint_every, total_steps)):
             # Batch order is a function of the step, so each call picks up exactly
             # where the previous one (or the interrupted run) stopped.
-            batches = dataset.as_tf_dataset(config.batch_size, shuffle=True,
-                                            seed=config.seed, start_batch=first_step)
+            # Under a strategy, each replica gets its rows of the same global batches.
+            batches = distribute.distribute_batches(
+                strategy, lambda first_step=first_step: dataset.as_tf_dataset(
+                    config.batch_size, shuffle=True, seed=config.seed, start_batch=first_step),
+                config.batch_size)
             model.fit(batches, initial_epoch=initial_epoch, epochs=epochs,
                       steps_per_epoch=steps_per_epoch, verbose=0, shuffle=False,
                       callbacks=[window, *callbacks])
@@ -492,4 +529,9 @@ def _fit(model, dataset, config, run_dir, start_step, total_steps, verbose, stre
             raise TrainingError(f"interrupted at step {step}; checkpoint saved, continue "
                                 f"with --resume --out {run_dir}") from None
         raise TrainingError("interrupted before the first step; nothing was saved") from None
+    except distribute.collective_errors() as error:
+        if strategy is None:
+            raise
+        window.end_line()
+        raise TrainingError(distribute.collective_failure(error, run_dir)) from None
     runs.save_checkpoint(model, run_dir)

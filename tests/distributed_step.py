@@ -64,13 +64,15 @@ def main():
     import keras
     import numpy as np
 
+    from tcvae_tf.model import BetaTCVAE
+
     strategy = distribute.make_strategy("mirrored", cpu_replicas=args.replicas)
     images = (np.random.default_rng(0).random((64, 64, 64, 1)) > 0.8).astype("float32")
     for case in args.cases:
         keras.mixed_precision.set_global_policy(POLICIES.get(case, "float32"))
         keras.utils.set_random_seed(0)
-        single, single_logs = one_step(case, None, None, images, 0.0)
-        initial = [w.copy() for w in single.get_weights()]
+        initial = BetaTCVAE(latent_dim=4, beta=6.0, dataset_size=1000,
+                            **CASES[case]).get_weights()
         single, single_logs = one_step(case, None, initial, images, args.lr)
         replicated, replicated_logs = one_step(case, strategy, initial, images, args.lr)
         pairs = list(zip(replicated.get_weights(), single.get_weights(), initial, strict=True))
