@@ -65,6 +65,8 @@ def make_train_step(arch, batch_size, estimator, precision="fp32", jit_compile="
         model = BetaTCVAE(latent_dim=latent_dim, arch=arch, estimator=estimator, beta=6.0,
                           dataset_size=737280)
         model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit)
+        if strategy is not None:  # fit() would build it first; the slots must be mirrored
+            model.optimizer.build(model.trainable_variables)
     images = np.random.default_rng(seed).random((batch_size, 64, 64, 1)) > 0.9
     batch = tf.constant(images.astype("float32"))
     model.make_train_function()

@@ -9,6 +9,7 @@ seeded with (seed, step)). A run stopped at a checkpoint and resumed, on this ma
 another, therefore reproduces the uninterrupted run's history exactly.
 """
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -432,8 +433,6 @@ def train(config, resume=False, overwrite=False, verbose=1, echo=print, stream=N
 def _train(config, resume, overwrite, verbose, echo, stream, on_window, strategy, run_dir,
            write_dir):
     """`train` once the run folder is known: reads from ``run_dir``, writes ``write_dir``."""
-    import contextlib
-
     import keras
     import numpy as np
     import tensorflow as tf
