@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tcvae_tf.metrics import active_units, elbo_decomposition
-from tcvae_tf.metrics.elbo_decomposition import _log_mixture_density, analytic_kl
+from tcvae_tf.metrics.elbo_decomposition import analytic_kl, log_mixture_density
 
 
 def logsumexp(values, axis):
@@ -41,12 +41,12 @@ def test_mixture_kernel_matches_brute_force_across_chunks(mixture_case, use_refe
     expected_joint, expected_per_dim = brute_force_mixture(z, loc, log_scale)
     # 45 samples in chunks of at most 16 and 301 components in chunks of at most 100: no
     # chunk size divides its total.
-    joint, per_dim = _log_mixture_density(
+    joint, per_dim = log_mixture_density(
         z, loc, log_scale, reference=own if use_reference else None, joint=True,
         sample_chunk=16, data_chunk=100)
     np.testing.assert_allclose(per_dim, expected_per_dim, rtol=0, atol=2e-5)
     np.testing.assert_allclose(joint, expected_joint, rtol=0, atol=2e-5)
-    _, per_dim_only = _log_mixture_density(z, loc, log_scale, reference=None, sample_chunk=7,
+    _, per_dim_only = log_mixture_density(z, loc, log_scale, reference=None, sample_chunk=7,
                                            data_chunk=64)
     np.testing.assert_allclose(per_dim_only, expected_per_dim, rtol=0, atol=2e-5)
 
@@ -57,7 +57,7 @@ def test_mixture_kernel_recovers_from_a_bad_reference(mixture_case, offset):
     # falls back to the max-shifted logsumexp.
     z, loc, log_scale, own = mixture_case
     expected_joint, expected_per_dim = brute_force_mixture(z, loc, log_scale)
-    joint, per_dim = _log_mixture_density(z, loc, log_scale, reference=own + offset, joint=True,
+    joint, per_dim = log_mixture_density(z, loc, log_scale, reference=own + offset, joint=True,
                                           sample_chunk=16, data_chunk=100)
     np.testing.assert_allclose(per_dim, expected_per_dim, rtol=0, atol=2e-5)
     np.testing.assert_allclose(joint, expected_joint, rtol=0, atol=2e-5)
@@ -76,7 +76,7 @@ def test_mixture_kernel_handles_very_concentrated_posteriors():
     z = as_float32(loc + np.exp(log_scale) * rng.standard_normal((50, 3)))
     own = -0.5 * ((z - loc) / np.exp(log_scale)) ** 2 - log_scale - 0.5 * math.log(2 * math.pi)
     expected_joint, expected_per_dim = brute_force_mixture(z, loc, log_scale)
-    joint, per_dim = _log_mixture_density(z, loc, log_scale, reference=own, joint=True)
+    joint, per_dim = log_mixture_density(z, loc, log_scale, reference=own, joint=True)
     np.testing.assert_allclose(per_dim, expected_per_dim, rtol=1e-6, atol=2e-5)
     np.testing.assert_allclose(joint, expected_joint, rtol=1e-6, atol=2e-5)
 
@@ -84,7 +84,7 @@ def test_mixture_kernel_handles_very_concentrated_posteriors():
 def test_mixture_kernel_reports_progress(mixture_case):
     z, loc, log_scale, _ = mixture_case
     calls = []
-    _log_mixture_density(z, loc, log_scale, sample_chunk=16, data_chunk=100,
+    log_mixture_density(z, loc, log_scale, sample_chunk=16, data_chunk=100,
                          progress=lambda done, total: calls.append((done, total)))
     # 3 sample chunks (16, 16, 13) x 4 data chunks (100, 100, 100, 1).
     sizes = [s * n for s in (16, 16, 13) for n in (100, 100, 100, 1)]

@@ -6,12 +6,8 @@ import numpy as np
 import pytest
 
 from tcvae_tf.metrics import mig_histogram, mig_sampling
-from tcvae_tf.metrics.mig import (
-    _discrete_mutual_information,
-    _full_factorial_rows,
-    _histogram_discretize,
-    _stratified_rows,
-)
+from tcvae_tf.metrics.mig import _full_factorial_rows, _stratified_rows
+from tcvae_tf.metrics.utils import discrete_mutual_information, histogram_discretize
 
 SIZES = (4, 5, 6)
 
@@ -239,18 +235,18 @@ def test_discrete_mutual_information_matches_brute_force():
             p_ab = np.mean((a == value_a) & (b == value_b))
             if p_ab > 0:
                 expected += p_ab * math.log(p_ab / (np.mean(a == value_a) * np.mean(b == value_b)))
-    assert _discrete_mutual_information(a, b) == pytest.approx(expected, rel=1e-12)
+    assert discrete_mutual_information(a, b) == pytest.approx(expected, rel=1e-12)
     counts = np.bincount(a) / len(a)
     entropy = -np.sum(counts * np.log(counts))
-    assert _discrete_mutual_information(a, a) == pytest.approx(entropy, rel=1e-12)
+    assert discrete_mutual_information(a, a) == pytest.approx(entropy, rel=1e-12)
 
 
 def test_histogram_discretize_uses_equal_width_bins():
     codes = np.array([[0.0, 5.0], [0.49, 5.0], [0.5, 5.0], [1.0, 5.0], [0.999, 5.0]])
-    discretized = _histogram_discretize(codes, num_bins=2)
+    discretized = histogram_discretize(codes, num_bins=2)
     np.testing.assert_array_equal(discretized[:, 0], [1, 1, 2, 2, 2])
     assert len(np.unique(discretized[:, 1])) == 1
-    wide = _histogram_discretize(np.linspace(-3, 7, 1000)[:, None], num_bins=20)
+    wide = histogram_discretize(np.linspace(-3, 7, 1000)[:, None], num_bins=20)
     np.testing.assert_array_equal(np.bincount(wide[:, 0])[1:], np.full(20, 50))
 
 

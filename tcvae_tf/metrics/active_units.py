@@ -11,7 +11,7 @@ References:
 
 import numpy as np
 
-from tcvae_tf.metrics.elbo_decomposition import _as_float_matrix
+from tcvae_tf.metrics.utils import as_float_matrix
 
 
 def active_units(loc, threshold=0.01):
@@ -31,7 +31,7 @@ def active_units(loc, threshold=0.01):
     Example:
       >>> active_units(means)["active_units"]
     """
-    loc = _as_float_matrix("loc", loc)
+    loc = as_float_matrix("loc", loc)
     threshold = float(threshold)
     if not np.isfinite(threshold) or threshold < 0:
         raise ValueError(f"threshold must be a finite non-negative number, got {threshold}")

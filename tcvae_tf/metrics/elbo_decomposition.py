@@ -6,7 +6,7 @@ The aggregate posterior of a dataset of N images is the mixture
 q(z) = (1/N) sum_n q(z | x_n),        q(z | x_n) = prod_d Normal(z_d; loc_nd, exp(log_scale_nd))
 ```
 
-`_log_mixture_density` evaluates log q(z) and the per-dimension marginals log q(z_d) exactly
+`log_mixture_density` evaluates log q(z) and the per-dimension marginals log q(z_d) exactly
 (no minibatch estimate) for many samples z, streaming over the N posteriors in chunks under
 `tf.function(jit_compile=True)`. Both the sampling MIG estimator and `elbo_decomposition` use
 it. The decomposition of the KL term of the ELBO (Chen et al. 2018, eq. 2) is then
@@ -30,6 +30,8 @@ import math
 
 import numpy as np
 
+from tcvae_tf.metrics.utils import as_float_matrix, check_finite, check_positive_int
+
 HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
 
 # Kernel call sizes: samples x images per XLA call (the [D, s, n] tensor is fused, never stored).
@@ -40,29 +42,7 @@ DEFAULT_DATA_CHUNK = 8192
 # --------------------------------------------------------------------------- validation
 
 
-def _check_finite(name, array):
-    """Raises ValueError if `array` holds NaN or inf values."""
-    if not np.all(np.isfinite(array)):
-        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-        raise ValueError(f"{name} contains NaN or inf values ({bad} of {np.size(array)} entries)")
-
-
-def _as_float_matrix(name, array):
-    """Returns `array` as a finite float64 matrix [N, D] or raises ValueError."""
-    array = np.asarray(array)
-    if array.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array [num_images, num_latents], got shape "
-                         f"{array.shape}")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {array.shape})")
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
-    array = array.astype(np.float64, copy=False)
-    _check_finite(name, array)
-    return array
-
-
-def _validate_posteriors(loc, log_scale):
+def validate_posteriors(loc, log_scale):
     """Checks Normal posterior parameters and returns them as float64 arrays.
 
     Args:
@@ -76,28 +56,16 @@ def _validate_posteriors(loc, log_scale):
     Raises:
       ValueError: wrong rank, mismatched shapes, empty input or NaN/inf values.
     """
-    loc = _as_float_matrix("loc", loc)
-    log_scale = _as_float_matrix("log_scale", log_scale)
+    loc = as_float_matrix("loc", loc)
+    log_scale = as_float_matrix("log_scale", log_scale)
     if loc.shape != log_scale.shape:
         raise ValueError(f"loc and log_scale must have the same shape [N, D], got {loc.shape} "
                          f"and {log_scale.shape}")
     loc = loc.astype(np.float32).astype(np.float64)
     log_scale = log_scale.astype(np.float32).astype(np.float64)
-    _check_finite("loc (as float32)", loc)
-    _check_finite("log_scale (as float32)", log_scale)
+    check_finite("loc (as float32)", loc)
+    check_finite("log_scale (as float32)", log_scale)
     return loc, log_scale
-
-
-def _check_num_samples(num_samples):
-    if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    return int(num_samples)
-
-
-def _check_chunk(name, value):
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------- kernel
@@ -175,7 +143,7 @@ def _chunk_functions():
     }
 
 
-def _log_mixture_density(z, loc, log_scale, reference=None, joint=False,
+def log_mixture_density(z, loc, log_scale, reference=None, joint=False,
                          sample_chunk=DEFAULT_SAMPLE_CHUNK, data_chunk=DEFAULT_DATA_CHUNK,
                          progress=None):
     """Exact log-density of the mixture of N diagonal Normals, per dimension and jointly.
@@ -293,10 +261,10 @@ def _log_mixture_density(z, loc, log_scale, reference=None, joint=False,
     return joint_out, per_dim
 
 
-def _sample_posteriors(loc, log_scale, indices, rng):
+def sample_posteriors(loc, log_scale, indices, rng):
     """Draws z ~ q(z | x_n) for each n in `indices`.
 
-    The samples are rounded to float32, the precision at which `_log_mixture_density`
+    The samples are rounded to float32, the precision at which `log_mixture_density`
     evaluates them, and their own log-densities are computed in float64 at the rounded
     points. With posterior scales far below the float32 spacing of the means (e.g. 1e-5
     around 20) the unrounded log-densities would disagree with the kernel's by whole nats.
@@ -354,7 +322,7 @@ def elbo_decomposition(loc, log_scale, log_likelihood=None, num_samples=10000, s
     ```
 
     `sampled_kl` is a Monte-Carlo estimate of `kl`; they agree within Monte-Carlo error.
-    The cost is S * N * (D + 1) Normal log-densities (chunked, see `_log_mixture_density`).
+    The cost is S * N * (D + 1) Normal log-densities (chunked, see `log_mixture_density`).
 
     Args:
       loc: array [N, D], posterior means of every image of the dataset.
@@ -363,7 +331,7 @@ def elbo_decomposition(loc, log_scale, log_likelihood=None, num_samples=10000, s
       num_samples: S, the number of Monte-Carlo samples.
       seed: seed of the numpy random generator choosing images and noise.
       batch_size: number of samples evaluated per kernel call.
-      progress: optional callable(done, total), see `_log_mixture_density`.
+      progress: optional callable(done, total), see `log_mixture_density`.
 
     Returns:
       dict of Python floats: "mutual_information", "total_correlation",
@@ -377,21 +345,21 @@ def elbo_decomposition(loc, log_scale, log_likelihood=None, num_samples=10000, s
       >>> result = elbo_decomposition(loc, log_scale, num_samples=10000)
       >>> result["total_correlation"]
     """
-    loc, log_scale = _validate_posteriors(loc, log_scale)
-    num_samples = _check_num_samples(num_samples)
-    batch_size = _check_chunk("batch_size", batch_size)
+    loc, log_scale = validate_posteriors(loc, log_scale)
+    num_samples = check_positive_int("num_samples", num_samples)
+    batch_size = check_positive_int("batch_size", batch_size)
     num_images = loc.shape[0]
     if log_likelihood is not None:
         log_likelihood = np.asarray(log_likelihood, np.float64)
         if log_likelihood.shape != (num_images,):
             raise ValueError(f"log_likelihood must have shape [{num_images}] (one value per "
                              f"image), got {log_likelihood.shape}")
-        _check_finite("log_likelihood", log_likelihood)
+        check_finite("log_likelihood", log_likelihood)
 
     rng = np.random.default_rng(seed)
     indices = rng.choice(num_images, size=num_samples, replace=num_samples > num_images)
-    z, log_q_own = _sample_posteriors(loc, log_scale, indices, rng)
-    log_qz, log_qz_per_dim = _log_mixture_density(
+    z, log_q_own = sample_posteriors(loc, log_scale, indices, rng)
+    log_qz, log_qz_per_dim = log_mixture_density(
         z, loc, log_scale, reference=log_q_own, joint=True, sample_chunk=batch_size,
         progress=progress)
 

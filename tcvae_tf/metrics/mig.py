@@ -28,45 +28,19 @@ import numpy as np
 
 from tcvae_tf.metrics.elbo_decomposition import (
     DEFAULT_SAMPLE_CHUNK,
-    _as_float_matrix,
-    _check_chunk,
-    _check_num_samples,
-    _log_mixture_density,
-    _sample_posteriors,
-    _validate_posteriors,
+    log_mixture_density,
+    sample_posteriors,
+    validate_posteriors,
+)
+from tcvae_tf.metrics.utils import (
+    as_float_matrix,
+    check_positive_int,
+    discrete_mutual_information,
+    factor_codes,
+    histogram_discretize,
 )
 
 # --------------------------------------------------------------------------- factors
-
-
-def _factor_codes(factor_classes, num_rows):
-    """Maps each factor's class labels to 0..|V_k|-1.
-
-    Args:
-      factor_classes: integer array [N, K].
-      num_rows: N expected from the code.
-
-    Returns:
-      (codes, sizes): int64 array [N, K] and the tuple of factor sizes |V_k|.
-    """
-    factor_classes = np.asarray(factor_classes)
-    if factor_classes.ndim != 2:
-        raise ValueError(f"factor_classes must be a 2-D array [num_images, num_factors], got "
-                         f"shape {factor_classes.shape}")
-    if not (np.issubdtype(factor_classes.dtype, np.integer) or factor_classes.dtype == bool):
-        raise ValueError(f"factor_classes must hold integer class labels, got dtype "
-                         f"{factor_classes.dtype}")
-    if factor_classes.shape[0] != num_rows:
-        raise ValueError(f"factor_classes has {factor_classes.shape[0]} rows but the code has "
-                         f"{num_rows}")
-    if factor_classes.shape[1] == 0:
-        raise ValueError("factor_classes has no factor columns")
-    codes = np.empty(factor_classes.shape, np.int64)
-    sizes = []
-    for k in range(factor_classes.shape[1]):
-        values, codes[:, k] = np.unique(factor_classes[:, k], return_inverse=True)
-        sizes.append(len(values))
-    return codes, tuple(sizes)
 
 
 def _full_factorial_rows(codes, sizes):
@@ -254,17 +228,17 @@ def mig_sampling(loc, log_scale, factor_classes, num_samples=10000, seed=0, fact
       >>> result = mig_sampling(loc, log_scale, classes[:, 1:], factors=[1, 2, 3, 4])
       >>> result["mig"]
     """
-    loc, log_scale = _validate_posteriors(loc, log_scale)
+    loc, log_scale = validate_posteriors(loc, log_scale)
     num_images, num_dims = loc.shape
-    codes, sizes = _factor_codes(factor_classes, num_images)
+    codes, sizes = factor_codes(factor_classes, num_images)
     rows_of = _full_factorial_rows(codes, sizes)
     used, notes = _select_factors(factors, sizes, factor_names)
-    batch_size = _check_chunk("batch_size", batch_size)
-    num_samples = max(_check_num_samples(num_samples), max(sizes[k] for k in used))
+    batch_size = check_positive_int("batch_size", batch_size)
+    num_samples = max(check_positive_int("num_samples", num_samples), max(sizes[k] for k in used))
 
     rng = np.random.default_rng(seed)
     sample_codes, sample_rows = _stratified_rows(rows_of, sizes, num_samples, rng)
-    z, log_q_own = _sample_posteriors(loc, log_scale, sample_rows, rng)
+    z, log_q_own = sample_posteriors(loc, log_scale, sample_rows, rng)
 
     # For each used factor and value: (sample indices, image indices) of the conditional.
     groups = {}
@@ -279,14 +253,14 @@ def mig_sampling(loc, log_scale, factor_classes, num_samples=10000, seed=0, fact
         len(s) * len(n) for k in used for s, n in groups[k])
     tracker = _ProgressOffset(progress, total)
 
-    _, log_qz = _log_mixture_density(z, loc, log_scale, reference=log_q_own,
+    _, log_qz = log_mixture_density(z, loc, log_scale, reference=log_q_own,
                                      sample_chunk=batch_size, progress=tracker)
     entropy_z = -log_qz.mean(axis=0)  # [D]
 
     conditional_entropy = np.zeros((len(used), num_dims))
     for i, k in enumerate(used):
         for sample_index, image_index in groups[k]:
-            _, log_qz_given_v = _log_mixture_density(
+            _, log_qz_given_v = log_mixture_density(
                 z[sample_index], loc[image_index], log_scale[image_index],
                 reference=log_q_own[sample_index], sample_chunk=batch_size, progress=tracker)
             conditional_entropy[i] -= log_qz_given_v.mean(axis=0)
@@ -302,47 +276,6 @@ def mig_sampling(loc, log_scale, factor_classes, num_samples=10000, seed=0, fact
 
 
 # --------------------------------------------------------------------------- histogram MIG
-
-
-def _histogram_discretize(codes, num_bins):
-    """Equal-width binning of each latent over its own range.
-
-    Bin edges are np.histogram's over the column; np.digitize against all edges but the
-    last gives bins 1..num_bins (the maximum falls in the last bin).
-
-    Args:
-      codes: array [n, D].
-      num_bins: number of bins per latent.
-
-    Returns:
-      int64 array [n, D].
-    """
-    discretized = np.empty(codes.shape, np.int64)
-    for j in range(codes.shape[1]):
-        edges = np.histogram(codes[:, j], bins=num_bins)[1]
-        discretized[:, j] = np.digitize(codes[:, j], edges[:-1])
-    return discretized
-
-
-def _discrete_mutual_information(labels_a, labels_b):
-    """Mutual information (nats) between two discrete label arrays of equal length.
-
-    ```none
-    I(a; b) = sum_{a,b} p(a, b) * log( p(a, b) / (p(a) p(b)) )     (empirical p)
-    ```
-
-    I(a; a) is the empirical entropy H(a).
-    """
-    _, a = np.unique(labels_a, return_inverse=True)
-    _, b = np.unique(labels_b, return_inverse=True)
-    num_b = b.max() + 1
-    joint = np.bincount(a * num_b + b, minlength=(a.max() + 1) * num_b)
-    joint = joint.reshape(-1, num_b).astype(np.float64) / len(a)
-    p_a = joint.sum(axis=1, keepdims=True)
-    p_b = joint.sum(axis=0, keepdims=True)
-    nonzero = joint > 0
-    ratio = joint[nonzero] / (p_a * p_b)[nonzero]
-    return float(max(np.sum(joint[nonzero] * np.log(ratio)), 0.0))
 
 
 def mig_histogram(codes, factor_classes, num_bins=20, num_samples=None, seed=0, factors=None,
@@ -381,13 +314,13 @@ def mig_histogram(codes, factor_classes, num_bins=20, num_samples=None, seed=0, 
       >>> result = mig_histogram(means, classes, num_samples=10000)
       >>> result["mig"]
     """
-    codes = _as_float_matrix("codes", codes)
-    classes, _ = _factor_codes(factor_classes, codes.shape[0])
+    codes = as_float_matrix("codes", codes)
+    classes, _ = factor_codes(factor_classes, codes.shape[0])
     if isinstance(num_bins, bool) or int(num_bins) != num_bins or num_bins < 1:
         raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
     num_bins = int(num_bins)
     if num_samples is not None:
-        num_samples = _check_num_samples(num_samples)
+        num_samples = check_positive_int("num_samples", num_samples)
         if num_samples < codes.shape[0]:
             rows = np.random.default_rng(seed).choice(codes.shape[0], num_samples, replace=False)
             codes, classes = codes[rows], classes[rows]
@@ -395,13 +328,13 @@ def mig_histogram(codes, factor_classes, num_bins=20, num_samples=None, seed=0, 
     sizes = tuple(len(np.unique(classes[:, k])) for k in range(classes.shape[1]))
     used, notes = _select_factors(factors, sizes, factor_names)
 
-    discretized = _histogram_discretize(codes, num_bins)
+    discretized = histogram_discretize(codes, num_bins)
     mutual_information = np.array([
-        [_discrete_mutual_information(discretized[:, j], classes[:, k])
+        [discrete_mutual_information(discretized[:, j], classes[:, k])
          for j in range(codes.shape[1])]
         for k in used
     ])
-    factor_entropy = np.array([_discrete_mutual_information(classes[:, k], classes[:, k])
+    factor_entropy = np.array([discrete_mutual_information(classes[:, k], classes[:, k])
                                for k in used])
     result = _mig_report(mutual_information, factor_entropy)
     result.update(num_bins=num_bins, num_samples=int(codes.shape[0]))

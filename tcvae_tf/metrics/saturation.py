@@ -28,7 +28,7 @@ Posteriors are diagonal Normals, as in the rest of `tcvae_tf.metrics`. The weigh
 
 import numpy as np
 
-from tcvae_tf.metrics.elbo_decomposition import HALF_LOG_TWO_PI, _validate_posteriors
+from tcvae_tf.metrics.elbo_decomposition import HALF_LOG_TWO_PI, validate_posteriors
 
 ESTIMATORS = ("mws", "mss")
 DEFAULT_BATCH_SIZES = (256, 2048)
@@ -103,7 +103,7 @@ def minibatch_saturation(loc, log_scale, batch_sizes=DEFAULT_BATCH_SIZES, num_ba
       ValueError: bad posteriors, a batch size outside 2 .. N, an unknown estimator or a
         non-positive number of batches.
     """
-    loc, log_scale = _validate_posteriors(loc, log_scale)
+    loc, log_scale = validate_posteriors(loc, log_scale)
     count = len(loc)
     batch_sizes = [int(size) for size in batch_sizes]
     bad = [size for size in batch_sizes if not 2 <= size <= count]
