@@ -4,6 +4,7 @@
 import click
 
 from tcvae_tf import evaluation
+from tcvae_tf.metrics import registry
 
 from .options import model_reference_options
 
@@ -11,8 +12,8 @@ from .options import model_reference_options
 class StageProgress:
     """One progress bar per stage on stderr; called as progress(stage, done, total)."""
 
-    LABELS = {"encode": "encoding", "decode": "log-likelihood", "mig_sampling": "sampling MIG",
-              "elbo": "ELBO decomposition", "sort latents": "sorting latents"}
+    LABELS = {"encode": "encoding", "decode": "log-likelihood", "sort latents": "sorting latents",
+              **{name: metric.label for name, metric in registry.REGISTRY.items()}}
 
     def __init__(self, enabled=True):
         self.enabled = enabled
@@ -70,9 +71,10 @@ def user_errors():
 
 @click.command()
 @click.argument("ref", metavar="RUN_OR_ZOO_NAME")
-@click.option("--metric", "metrics", multiple=True, type=click.Choice(evaluation.ALL_METRICS),
-              help="Metric to compute; repeat for several [default: all but "
-                   "minibatch_saturation].")
+@click.option("--metric", "metrics", multiple=True,
+              type=click.Choice((*evaluation.ALL_METRICS, registry.ALL)),
+              help="Metric to compute; repeat for several, or 'all' [default: "
+                   f"{', '.join(evaluation.METRICS)}].")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False),
               help="Also write the results to this JSON file (the only file written for zoo "
                    "models).")
@@ -93,15 +95,20 @@ def user_errors():
 @model_reference_options
 def evaluate(ref, metrics, json_path, num_samples, seed, batch_size, log_likelihood_images,
              factors, zoo_root, version, source, data_path, quiet):
-    """Compute MIG and the ELBO decomposition of RUN_OR_ZOO_NAME.
+    """Compute MIG, the ELBO decomposition and the standard metrics of RUN_OR_ZOO_NAME.
 
-    Encodes the full dataset the model was trained on once, then computes the sampling MIG
-    (the paper's estimator), the histogram MIG (disentanglement_lib's), the ELBO
-    decomposition (log-likelihood, index-code MI, total correlation, dimension-wise KL) and
-    the active units. Prints a table and writes metrics.json into the run folder (a choice
-    of --metric writes metrics-NAME+NAME.json instead when metrics.json exists, so that a
-    full evaluation is never replaced by a partial one); for a zoo model nothing is written
-    into the zoo, only to --json.
+    Encodes the full dataset the model was trained on once, then computes by default the
+    sampling MIG (the paper's estimator), the histogram MIG, the ELBO decomposition
+    (log-likelihood, index-code MI, total correlation, dimension-wise KL), the active
+    units, SAP, modularity and explicitness, the FactorVAE and beta-VAE scores
+    (disentanglement_lib's definitions and sample sizes). --metric dci adds DCI, --metric
+    all every metric, the minibatch saturation diagnostic included.
+
+    Prints a table of the numbers, each metric's settings and time, and writes
+    metrics.json into the run folder (a choice of --metric without the default set writes
+    metrics-NAME+NAME.json instead when metrics.json exists, so that a full evaluation is
+    never replaced by a partial one); for a zoo model nothing is written into the zoo, only
+    to --json (`tcvae-tf zoo update-metrics` adds it to the card).
     """
     progress = StageProgress(enabled=not quiet)
     try:

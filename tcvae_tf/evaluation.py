@@ -5,9 +5,15 @@ evaluate(ref) = load_evaluable(ref)        a run folder (config.json + model) or
               -> load_evaluation_dataset    the dataset the model was trained on, in full
               -> encode_dataset             loc, log_scale [N, D] of every image, and
                                             log p(x|z), z ~ q(z|x), of random images
-              -> compute_metrics            MIG (sampling and histogram), ELBO decomposition,
-                                            active units
+              -> the metric registry        each metric by name: MIG (sampling, histogram),
+                                            ELBO decomposition, active units, SAP, modularity
+                                            and explicitness, FactorVAE and beta-VAE scores,
+                                            DCI, minibatch saturation
 ```
+
+The metrics are entries of ``tcvae_tf.metrics.registry``: each says what it needs (the
+posteriors of every image, the means of random images, or the encoder with the dataset),
+computes its section of metrics.json and gives its rows of the summary table.
 
 The dataset is always the full one, even when training used a random subset: the
 sampling MIG needs the full factorial grid, and published numbers are computed on it.
@@ -26,7 +32,6 @@ References:
 
 import datetime
 import json
-import math
 import os
 import time
 from typing import NamedTuple
@@ -34,19 +39,22 @@ from typing import NamedTuple
 import numpy as np
 
 from tcvae_tf.files import atomic_write
+from tcvae_tf.metrics import registry
 
-METRICS = ("mig_sampling", "mig_histogram", "elbo", "active_units")  # the default set
-# Computed only when asked for: a diagnostic of the training objective, not of the codes.
-OPTIONAL_METRICS = ("minibatch_saturation",)
-ALL_METRICS = METRICS + OPTIONAL_METRICS
-SATURATION_BATCH_SIZES = (256, 2048)
-SATURATION_BATCHES = 4
+# The default set: the paper's metrics and the fast ones. The others (DCI, the minibatch
+# saturation diagnostic) are computed when asked for, by name or with "all".
+METRICS = registry.DEFAULT_METRICS
+ALL_METRICS = registry.ALL_METRICS
+OPTIONAL_METRICS = tuple(name for name in ALL_METRICS if name not in METRICS)
+SATURATION_BATCH_SIZES = registry.get("minibatch_saturation").settings["batch_sizes"]
+SATURATION_BATCHES = registry.get("minibatch_saturation").settings["num_batches"]
 METRICS_FILE = "metrics.json"
 DEFAULT_BATCH_SIZE = 1024
 DEFAULT_NUM_SAMPLES = 10000
-HISTOGRAM_IMAGES = 10000  # disentanglement_lib's number of images for the histogram MIG
-HISTOGRAM_BINS = 20
-ACTIVE_UNITS_THRESHOLD = 0.01
+# disentanglement_lib's number of images and bins for the histogram MIG
+HISTOGRAM_IMAGES = registry.get("mig_histogram").settings["num_images"]
+HISTOGRAM_BINS = registry.get("mig_histogram").settings["num_bins"]
+ACTIVE_UNITS_THRESHOLD = registry.get("active_units").settings["threshold"]
 # Factors of the published dSprites MIG (Chen et al. 2018): every factor but shape.
 PAPER_MIG_FACTORS = {
     "dsprites": ("scale", "orientation", "pos_x", "pos_y"),
@@ -423,28 +431,21 @@ def encode_dataset(evaluable, dataset, batch_size=DEFAULT_BATCH_SIZE, with_log_l
 
 
 def check_metrics(metrics):
-    """Returns ``metrics`` as a tuple in canonical order; ValueError for unknown or no names."""
-    if isinstance(metrics, str):
-        metrics = (metrics,)
-    metrics = tuple(metrics)
-    unknown = [name for name in metrics if name not in ALL_METRICS]
-    if unknown:
-        raise ValueError(f"unknown metric {unknown[0]!r}; choose from {', '.join(ALL_METRICS)}")
-    if not metrics:
-        raise ValueError(f"no metric requested; choose from {', '.join(ALL_METRICS)}")
-    return tuple(name for name in ALL_METRICS if name in metrics)
+    """Returns ``metrics`` as a tuple in registry order ("all": every metric); a one-line
+    ValueError for unknown names (listing the known ones) or no name."""
+    return registry.resolve(metrics)
 
 
 def run_metrics_path(run_dir, metrics):
     """Where an evaluation of a run folder is written, so that no full evaluation is lost.
 
-    The default set of metrics always goes to ``metrics.json`` (what ``tcvae-tf export``
-    puts in the card). Any other choice goes there only while no ``metrics.json`` exists,
-    and otherwise to ``metrics-<name>+<name>.json`` beside it.
+    Any set of metrics that holds the default set goes to ``metrics.json`` (what
+    ``tcvae-tf export`` puts in the card). Any other choice goes there only while no
+    ``metrics.json`` exists, and otherwise to ``metrics-<name>+<name>.json`` beside it.
     """
     metrics = check_metrics(metrics)
     path = os.path.join(os.fspath(run_dir), METRICS_FILE)
-    if metrics == METRICS or not os.path.exists(path):
+    if set(METRICS) <= set(metrics) or not os.path.exists(path):
         return path
     return os.path.join(os.fspath(run_dir), f"metrics-{'+'.join(metrics)}.json")
 
@@ -493,24 +494,6 @@ def mig_factors(factor_names, dataset_name=None, factors=None):
     return sorted(indices)
 
 
-def _mig_section(raw, chosen, factor_names, seed):
-    """Splits a MIG result computed over all factors into the headline and all-factor MIGs."""
-    used = list(raw["factors"])
-    gaps = np.asarray(raw["normalized_gap"], np.float64)
-    positions = [used.index(k) for k in chosen if k in used]
-    if not positions:
-        raise ValueError("none of the MIG factors takes more than one value in the data")
-    section = {key: value for key, value in raw.items() if key not in ("factors", "factor_names")}
-    section.update(
-        mig=float(np.mean(gaps[positions])),
-        mig_all_factors=float(np.mean(gaps)),
-        factors=[factor_names[used[p]] for p in positions],
-        all_factors=[factor_names[k] for k in used],
-        seed=seed,
-    )
-    return section
-
-
 def _validate_codes(loc, log_scale, factor_classes, log_likelihood):
     loc = np.asarray(loc)
     log_scale = np.asarray(log_scale)
@@ -542,8 +525,11 @@ def _validate_codes(loc, log_scale, factor_classes, log_likelihood):
 
 def compute_metrics(loc, log_scale, factor_classes, metrics=METRICS, log_likelihood=None,
                     factor_names=None, dataset_name=None, factors=None,
-                    num_samples=DEFAULT_NUM_SAMPLES, seed=0, progress=None):
-    """Computes disentanglement metrics from the posteriors of every image of a dataset.
+                    num_samples=DEFAULT_NUM_SAMPLES, seed=0, progress=None, dataset=None,
+                    options=None):
+    """Computes metrics from the posteriors of every image of a dataset.
+
+    Each name is looked up in ``tcvae_tf.metrics.registry``:
 
     - ``mig_sampling``: the paper's estimator on the stochastic posteriors of all N images
       (needs a full factorial ``factor_classes``), ``num_samples`` samples.
@@ -553,19 +539,25 @@ def compute_metrics(loc, log_scale, factor_classes, metrics=METRICS, log_likelih
       analytic KL over all N images, and with ``log_likelihood`` the mean log p(x|z), its
       standard error and ELBO = mean log p(x|z) - KL.
     - ``active_units``: latents whose posterior mean has variance > 0.01.
+    - ``sap``, ``modularity_explicitness``, ``dci``: disentanglement_lib's metrics on the
+      means of 10000 training and 5000 test images drawn at random.
+    - ``factorvae_score``, ``betavae_score``: disentanglement_lib's intervention metrics;
+      they need ``dataset`` (the images are drawn by their factors; their codes are looked
+      up in ``loc``, which must hold every row of ``dataset`` in order).
     - ``minibatch_saturation`` (only on request): the share of each sample's own posterior
       in the MWS and MSS minibatch estimates of log q(z), for batches of 256 and 2048
       random images (`tcvae_tf.metrics.minibatch_saturation`).
 
     Both MIG sections hold "mig" (over ``mig_factors(...)``, the published factor set on
     dSprites), "mig_all_factors", "factors" (names used for "mig") and "all_factors" (the
-    rows of their per-factor arrays). Each MIG estimator runs once, over every factor.
+    rows of their per-factor arrays). Each MIG estimator runs once, over every factor. The
+    sections of disentanglement_lib's metrics hold their "settings".
 
     Args:
       loc: array [N, D], posterior means.
       log_scale: array [N, D], posterior log standard deviations.
       factor_classes: integer array [N, K], the factor classes of the same images.
-      metrics: names from ``ALL_METRICS``.
+      metrics: names from ``ALL_METRICS``, or "all".
       log_likelihood: optional array [n], per-image log p(x|z) of all N images or of a
         random subset of them (for the ELBO: its mean estimates E log p(x|z)).
       factor_names: names of the K factors (default "factor0", ...).
@@ -574,16 +566,20 @@ def compute_metrics(loc, log_scale, factor_classes, metrics=METRICS, log_likelih
       num_samples: Monte-Carlo samples of the sampling MIG and the ELBO decomposition.
       seed: seed of every random choice.
       progress: optional callable(stage, done, total), stage a metric name.
+      dataset: the GroundTruthDataset of the codes (for the "encoder" metrics).
+      options: ``{metric: {setting: value}}`` overriding the registered settings, e.g.
+        ``{"dci": {"num_train": 2000}}``.
 
     Returns:
       A dict: one section per metric, and "seconds" per metric.
 
     Raises:
-      ValueError: mismatched lengths, NaN/inf codes, unknown metrics or factors.
+      ValueError: mismatched lengths, NaN/inf codes, unknown metrics, settings or factors.
     """
-    from tcvae_tf import metrics as metrics_lib
+    from tcvae_tf.metrics.utils import RowEncoder
 
     metrics = check_metrics(metrics)
+    settings = registry.check_options(options, metrics)
     loc, log_scale, factor_classes, log_likelihood = _validate_codes(
         loc, log_scale, factor_classes, log_likelihood)
     num_factors = factor_classes.shape[1]
@@ -592,45 +588,35 @@ def compute_metrics(loc, log_scale, factor_classes, metrics=METRICS, log_likelih
     factor_names = [str(name) for name in factor_names]
     if len(factor_names) != num_factors:
         raise ValueError(f"{len(factor_names)} factor names for {num_factors} factors")
-    chosen = mig_factors(factor_names, dataset_name, factors)
+    if dataset is not None and dataset.num_images != len(loc):
+        raise ValueError(f"the codes have {len(loc)} rows but the dataset has "
+                         f"{dataset.num_images} images")
+    inputs = registry.MetricInputs(
+        factor_classes, factor_names, RowEncoder(dataset, codes=loc),
+        mig_factors(factor_names, dataset_name, factors), seed=seed, num_samples=num_samples,
+        loc=loc, log_scale=log_scale, log_likelihood=log_likelihood, dataset=dataset,
+        progress=progress)
+    return run_metrics(inputs, metrics, settings)
 
-    def stage(name):
-        if progress is None:
-            return None
-        return lambda done, total: progress(name, done, total)
 
+def run_metrics(inputs, metrics, settings=None):
+    """Computes registered metrics from a ``registry.MetricInputs``.
+
+    Args:
+      inputs: what the metrics may use.
+      metrics: names from ``ALL_METRICS`` (checked).
+      settings: ``{metric: {setting: value}}`` for every name (default: the registered
+        settings).
+
+    Returns:
+      A dict: one section per metric, and "seconds" per metric.
+    """
+    metrics = check_metrics(metrics)
+    settings = settings or registry.check_options(None, metrics)
     results = {"seconds": {}}
     for name in metrics:
         start = time.perf_counter()
-        if name == "mig_sampling":
-            raw = metrics_lib.mig_sampling(loc, log_scale, factor_classes,
-                                           num_samples=num_samples, seed=seed,
-                                           factor_names=factor_names, progress=stage(name))
-            results[name] = _mig_section(raw, chosen, factor_names, seed)
-        elif name == "mig_histogram":
-            raw = metrics_lib.mig_histogram(loc, factor_classes, num_bins=HISTOGRAM_BINS,
-                                            num_samples=min(HISTOGRAM_IMAGES, len(loc)),
-                                            seed=seed, factor_names=factor_names)
-            results[name] = _mig_section(raw, chosen, factor_names, seed)
-        elif name == "elbo":
-            section = metrics_lib.elbo_decomposition(
-                loc, log_scale, num_samples=num_samples, seed=seed, progress=stage(name))
-            if log_likelihood is not None:
-                values = log_likelihood.astype(np.float64)
-                section["log_likelihood"] = float(values.mean())
-                section["log_likelihood_standard_error"] = float(
-                    values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else 0.0)
-                section["log_likelihood_images"] = int(len(values))
-                section["elbo"] = section["log_likelihood"] - section["kl"]
-            section["seed"] = seed
-            results[name] = section
-        elif name == "active_units":
-            results[name] = metrics_lib.active_units(loc, threshold=ACTIVE_UNITS_THRESHOLD)
-            results[name]["latent_dim"] = int(loc.shape[1])
-        else:
-            sizes = [size for size in SATURATION_BATCH_SIZES if size <= len(loc)] or [len(loc)]
-            results[name] = metrics_lib.minibatch_saturation(
-                loc, log_scale, batch_sizes=sizes, num_batches=SATURATION_BATCHES, seed=seed)
+        results[name] = registry.get(name).compute(inputs, **settings[name])
         results["seconds"][name] = round(time.perf_counter() - start, 3)
     return results
 
@@ -641,10 +627,13 @@ def compute_metrics(loc, log_scale, factor_classes, metrics=METRICS, log_likelih
 def evaluate(ref, metrics=METRICS, num_samples=DEFAULT_NUM_SAMPLES, seed=0, zoo_root=None,
              version=None, source=None, data_path=None, batch_size=DEFAULT_BATCH_SIZE,
              factors=None, log_likelihood_images=DEFAULT_NUM_SAMPLES, progress=None,
-             echo=None):
+             echo=None, options=None):
     """Evaluates a run or a zoo model on the full dataset it was trained on.
 
-    Encodes every image once, then computes each metric from the codes (see
+    When a metric needs the posteriors of every image (the sampling MIG, the ELBO
+    decomposition, active units), every image is encoded once first and all other metrics
+    take their codes from that encoding. Otherwise only the images the metrics draw are
+    encoded, each once. Each metric is then computed by its registry entry (see
     ``compute_metrics``). For the ELBO, the reconstruction term E log p(x|z) is the mean
     of one-sample estimates log p(x_n|z_n), z_n ~ q(z|x_n), over ``log_likelihood_images``
     random images (decoding costs several encoder passes: the whole of dSprites takes
@@ -652,7 +641,8 @@ def evaluate(ref, metrics=METRICS, num_samples=DEFAULT_NUM_SAMPLES, seed=0, zoo_
 
     Args:
       ref: a run folder or a zoo model name (a run folder wins).
-      metrics: names from ``ALL_METRICS``.
+      metrics: names from ``ALL_METRICS``, or "all" (default: ``METRICS``, the paper's
+        metrics and the fast ones).
       num_samples: Monte-Carlo samples of the sampling MIG and the ELBO decomposition.
       seed: seed of the posterior samples and of every metric.
       zoo_root: zoo folder for zoo names.
@@ -665,6 +655,8 @@ def evaluate(ref, metrics=METRICS, num_samples=DEFAULT_NUM_SAMPLES, seed=0, zoo_
       progress: optional callable(stage, done, total); stage is "encode", "decode" (the
         log-likelihood pass) or a metric name.
       echo: optional callable(str) for one-line messages about the data loading.
+      options: ``{metric: {setting: value}}`` overriding a metric's registered settings
+        (e.g. ``{"dci": {"num_train": 2000}}``); recorded in each section's settings.
 
     Returns:
       A JSON-ready dict: "model" (what was evaluated), "data" (the dataset's describe()),
@@ -680,8 +672,10 @@ def evaluate(ref, metrics=METRICS, num_samples=DEFAULT_NUM_SAMPLES, seed=0, zoo_
       >>> result["mig_sampling"]["mig"]
     """
     from tcvae_tf import training
+    from tcvae_tf.metrics.utils import RowEncoder
 
     metrics = check_metrics(metrics)
+    metric_settings = registry.check_options(options, metrics)
     for label, value in (("num_samples", num_samples),
                          ("log_likelihood_images", log_likelihood_images)):
         if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
@@ -703,11 +697,30 @@ def evaluate(ref, metrics=METRICS, num_samples=DEFAULT_NUM_SAMPLES, seed=0, zoo_
     def stage(name):
         return None if progress is None else (lambda done, total: progress(name, done, total))
 
-    start = time.perf_counter()
-    encoding = encode_dataset(evaluable, dataset, batch_size=batch_size,
-                              with_log_likelihood=False, progress=stage("encode"))
-    seconds["encode"] = round(time.perf_counter() - start, 3)
-    seconds["images_per_second"] = round(dataset.num_images / max(seconds["encode"], 1e-9), 1)
+    needs = {registry.get(name).needs for name in metrics}
+    loc = log_scale = None
+    if registry.POSTERIORS in needs:
+        start = time.perf_counter()
+        encoding = encode_dataset(evaluable, dataset, batch_size=batch_size,
+                                  with_log_likelihood=False, progress=stage("encode"))
+        seconds["encode"] = round(time.perf_counter() - start, 3)
+        seconds["images_per_second"] = round(
+            dataset.num_images / max(seconds["encode"], 1e-9), 1)
+        loc, log_scale = encoding.loc, encoding.log_scale
+        rows_to_codes = RowEncoder(dataset, codes=loc)
+    else:
+        step = evaluable.encoding_step(np.float32, False)
+        seed_tensor = None
+
+        def encode(images):
+            nonlocal seed_tensor
+            import tensorflow as tf
+
+            if seed_tensor is None:
+                seed_tensor = tf.constant([seed, 0], tf.int64)
+            return step(tf.convert_to_tensor(images), seed_tensor)[0].numpy()
+
+        rows_to_codes = RowEncoder(dataset, encode, batch_size=batch_size)
     log_likelihood = None
     if "elbo" in metrics:
         start = time.perf_counter()
@@ -721,12 +734,15 @@ def evaluate(ref, metrics=METRICS, num_samples=DEFAULT_NUM_SAMPLES, seed=0, zoo_
             pixel_max=dataset.pixel_max).log_likelihood
         seconds["log_likelihood"] = round(time.perf_counter() - start, 3)
 
-    computed = compute_metrics(
-        encoding.loc, encoding.log_scale, dataset.factor_classes, metrics=metrics,
-        log_likelihood=log_likelihood, factor_names=factor_names,
-        dataset_name=dataset.name, factors=chosen, num_samples=num_samples, seed=seed,
-        progress=progress)
+    inputs = registry.MetricInputs(
+        dataset.factor_classes, factor_names, rows_to_codes, chosen, seed=seed,
+        num_samples=num_samples, loc=loc, log_scale=log_scale, log_likelihood=log_likelihood,
+        dataset=dataset, progress=progress)
+    computed = run_metrics(inputs, metrics, metric_settings)
     seconds.update(computed.pop("seconds"))
+    if loc is None:
+        seconds["encode"] = round(rows_to_codes.seconds, 3)
+        seconds["images_encoded"] = int(rows_to_codes.num_encoded)
 
     model = {"ref": os.fspath(ref), **evaluable.describe()}
     return {
@@ -744,6 +760,7 @@ def evaluate(ref, metrics=METRICS, num_samples=DEFAULT_NUM_SAMPLES, seed=0, zoo_
                 int(min(log_likelihood_images or dataset.num_images, dataset.num_images))
                 if "elbo" in metrics else None),
             "dataset": dataset.name, "num_images": int(dataset.num_images),
+            "metric_settings": metric_settings,
         },
         **computed,
         "notes": notes,
@@ -782,58 +799,41 @@ def write_metrics(result, path):
     return atomic_write(path, write)
 
 
-def _number(value, digits=4):
-    if value is None:
-        return "-"
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
 def summary_rows(result):
-    """The headline numbers of an evaluation as (label, value) rows of text."""
+    """The headline numbers of an evaluation as (label, value) rows of text, in registry
+    order; sections of unknown or older layouts are skipped."""
     rows = []
-    for name, label in (("mig_sampling", "MIG, sampling"), ("mig_histogram", "MIG, histogram")):
+    for name, metric in registry.REGISTRY.items():
         section = result.get(name)
-        if not section:
+        if not isinstance(section, dict) or not section:
             continue
-        rows.append((f"{label} ({', '.join(section['factors'])})", _number(section["mig"])))
-        if section["all_factors"] != section["factors"]:
-            rows.append((f"{label} (all {len(section['all_factors'])} factors)",
-                         _number(section["mig_all_factors"])))
-    elbo = result.get("elbo")
-    if elbo:
-        if "log_likelihood" in elbo:
-            error = elbo.get("log_likelihood_standard_error")
-            rows.append((f"log-likelihood E log p(x|z) ({elbo['log_likelihood_images']} images"
-                         + (f", +-{error:.2f})" if error is not None else ")"),
-                         _number(elbo["log_likelihood"], 3)))
-        rows += [
-            ("KL(q(z|x) || p(z)), analytic", _number(elbo["kl"], 3)),
-            ("  index-code MI", _number(elbo["mutual_information"], 3)),
-            ("  total correlation", _number(elbo["total_correlation"], 3)),
-            ("  dimension-wise KL", _number(elbo["dimensionwise_kl"], 3)),
-            ("  MI + TC + DWKL (sampled KL)", _number(elbo["sampled_kl"], 3)),
-        ]
-        if "elbo" in elbo:
-            rows.append(("ELBO", _number(elbo["elbo"], 3)))
-    units = result.get("active_units")
-    if units:
-        rows.append((f"active units (variance > {units['threshold']:g})",
-                     f"{units['active_units']} / {units['latent_dim']}"))
-    saturation = result.get("minibatch_saturation")
-    if saturation:
-        for estimator in ("mws", "mss"):
-            for size, shares in saturation.get(estimator, {}).items():
-                rows.append((f"own-posterior share of log q(z), {estimator.upper()}, M = {size} "
-                             "(median / mean)",
-                             f"{_number(shares['joint_median'], 3)} / "
-                             f"{_number(shares['joint_mean'], 3)}"))
+        try:
+            rows += metric.rows(section)
+        except (KeyError, TypeError, ValueError):
+            continue
+    return rows
+
+
+def settings_rows(result):
+    """(metric label, its settings, seconds) of every metric in an evaluation result."""
+    rows = []
+    seconds = result.get("seconds") or {}
+    for name, metric in registry.REGISTRY.items():
+        section = result.get(name)
+        if not isinstance(section, dict) or not section:
+            continue
+        try:
+            text = metric.describe(section)
+        except (KeyError, TypeError, ValueError):
+            text = "-"
+        took = seconds.get(name)
+        rows.append((metric.label, text, "-" if took is None else f"{took:.1f} s"))
     return rows
 
 
 def format_summary(result):
-    """A readable table of an evaluation result (model, data, headline numbers)."""
+    """A readable table of an evaluation result: model, data, headline numbers, then each
+    metric's settings and time."""
     model, data = result.get("model", {}), result.get("data", {})
     version = f" v{model['version']}" if model.get("version") is not None else ""
     header = [
@@ -845,5 +845,15 @@ def format_summary(result):
     lines = [f"{label:<{width}}{value}" for label, value in header]
     lines.append("-" * (width + 12))
     lines += [f"{label:<{width}}{value:>10}" for label, value in rows]
+    settings = settings_rows(result)
+    if settings:
+        seconds = result.get("seconds") or {}
+        label_width = max(len(label) for label, _, _ in settings) + 2
+        lines.append("-" * (width + 12))
+        if "encode" in seconds:
+            encoded = seconds.get("images_encoded", data.get("num_images"))
+            lines.append(f"{'encoding':<{label_width}}{encoded} images in "
+                         f"{seconds['encode']:.1f} s")
+        lines += [f"{label:<{label_width}}{text} ({took})" for label, text, took in settings]
     lines += [f"note: {note}" for note in result.get("notes", [])]
     return "\n".join(lines)

@@ -14,6 +14,7 @@ standardize              (z - mean) / std, per latent, with the training sample'
 """
 
 import math
+import time
 import warnings
 
 import numpy as np
@@ -283,6 +284,7 @@ class RowEncoder:
         self.codes = None
         self.known = np.zeros(self.num_rows, bool)
         self.num_encoded = 0  # images passed to ``encode``
+        self.seconds = 0.0  # time spent in ``encode``
         if codes is not None:
             self.codes = as_float_matrix("codes", codes)
             self.known[:] = True
@@ -301,6 +303,7 @@ class RowEncoder:
         return self.codes[rows]
 
     def _encode(self, rows):
+        start = time.perf_counter()
         images = self.dataset.images[rows]
         if np.issubdtype(images.dtype, np.integer):
             images = images.astype(np.float32) * np.float32(1.0 / self.dataset.pixel_max)
@@ -317,6 +320,19 @@ class RowEncoder:
         self.codes[rows] = codes
         self.known[rows] = True
         self.num_encoded += len(rows)
+        self.seconds += time.perf_counter() - start
+
+
+def codes_of_rows(rows_to_codes, rows):
+    """Codes float64 [*rows.shape, D] of dataset rows of any shape, from a callable that
+    maps rows [n] to codes [n, D] (a ``RowEncoder`` or any other)."""
+    rows = np.asarray(rows, np.int64)
+    codes = np.asarray(rows_to_codes(rows.reshape(-1)), np.float64)
+    if codes.ndim != 2 or len(codes) != rows.size:
+        raise ValueError(f"encode_rows must return codes [n, latents] for {rows.size} rows, "
+                         f"got shape {codes.shape}")
+    check_finite("the codes of the dataset rows", codes)
+    return codes.reshape(*rows.shape, codes.shape[-1])
 
 
 def check_intervention_dataset(dataset):
