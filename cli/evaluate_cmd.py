@@ -75,6 +75,9 @@ def user_errors():
               type=click.Choice((*evaluation.ALL_METRICS, registry.ALL)),
               help="Metric to compute; repeat for several, or 'all' [default: "
                    f"{', '.join(evaluation.METRICS)}].")
+@click.option("--setting", "settings", multiple=True, metavar="METRIC.SETTING=VALUE",
+              help="Change a metric's setting, e.g. dci.num_train=2000 or dci.booster=exact; "
+                   "repeat for several [default: disentanglement_lib's sizes].")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False),
               help="Also write the results to this JSON file (the only file written for zoo "
                    "models).")
@@ -93,8 +96,8 @@ def user_errors():
               help="Factor of the headline MIG; repeat for several [default: dSprites: scale, "
                    "orientation, pos_x, pos_y (the paper's); other data: all].")
 @model_reference_options
-def evaluate(ref, metrics, json_path, num_samples, seed, batch_size, log_likelihood_images,
-             factors, zoo_root, version, source, data_path, quiet):
+def evaluate(ref, metrics, settings, json_path, num_samples, seed, batch_size,
+             log_likelihood_images, factors, zoo_root, version, source, data_path, quiet):
     """Compute MIG, the ELBO decomposition and the standard metrics of RUN_OR_ZOO_NAME.
 
     Encodes the full dataset the model was trained on once, then computes by default the
@@ -111,13 +114,17 @@ def evaluate(ref, metrics, json_path, num_samples, seed, batch_size, log_likelih
     to --json (`tcvae-tf zoo update-metrics` adds it to the card).
     """
     progress = StageProgress(enabled=not quiet)
+    options = {}
     try:
+        for text in settings:
+            metric, setting, value = registry.parse_setting(text)
+            options.setdefault(metric, {})[setting] = value
         result = evaluation.evaluate(
             ref, metrics=metrics or evaluation.METRICS, num_samples=num_samples, seed=seed,
             zoo_root=zoo_root, version=version, source=source, data_path=data_path,
             batch_size=batch_size, factors=factors or None,
             log_likelihood_images=log_likelihood_images, progress=progress,
-            echo=None if quiet else echo)
+            echo=None if quiet else echo, options=options)
     except user_errors() as error:
         fail(error)
     finally:

@@ -265,3 +265,48 @@ def serving_config(ctx, base_path_prefix, all_versions, zoo_root):
     except (ValueError, OSError) as error:
         _fail(error)
     click.echo(text, nl=False)
+
+
+@zoo.command(name="update-metrics")
+@click.argument("name")
+@click.option("--version", "version", default=None, type=click.IntRange(min=1),
+              help="Version whose card gets the metrics [default: the latest].")
+@click.option("--from", "source", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The JSON written by `tcvae-tf evaluate NAME --version V --json FILE`.")
+@click.option("--replace", is_flag=True,
+              help="Replace metrics the card already holds (default: keep them).")
+@_zoo_root_option
+@click.pass_context
+def update_metrics(ctx, name, version, source, replace, zoo_root):
+    """Add the metrics of an evaluation of NAME to its card.
+
+    Only the metrics in ZOO/NAME/card.json change (and the index's summary); the
+    SavedModels and their checksums never do, and the files are verified first. The
+    evaluation must be of this zoo model and version, for example:
+
+    \b
+        tcvae-tf evaluate NAME --version 1 --metric all --json m.json
+        tcvae-tf zoo update-metrics NAME --version 1 --from m.json
+    """
+    from tcvae_tf import zoo as zoo_lib
+
+    root = _zoo_root(ctx, zoo_root)
+    try:
+        with open(source) as handle:
+            metrics = json.load(handle)
+    except (OSError, json.JSONDecodeError) as error:
+        _fail(f"cannot read {source}: {error}")
+    try:
+        report = zoo_lib.update_metrics(name, metrics, version=version, root=root,
+                                        replace=replace)
+    except (zoo_lib.ZooError, ValueError, OSError) as error:
+        _fail(error)
+    label = f"{name} v{report['version']}"
+    for status in ("added", "replaced"):
+        if report[status]:
+            click.echo(f"{label}: {status} {', '.join(report[status])}")
+    if report["kept"]:
+        click.echo(f"{label}: kept {', '.join(report['kept'])} (already in the card; "
+                   f"--replace replaces them)")
+    if not report["added"] and not report["replaced"]:
+        click.echo(f"{label}: card unchanged")

@@ -857,3 +857,99 @@ def serving_config(root=None, base_path_prefix=None, all_versions=False):
             lines.append("  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+# -- adding metrics to a published card -------------------------------------------------------
+
+
+def update_metrics(name, metrics, version=None, root=None, replace=False):
+    """Adds the metrics of an evaluation of a published model to its card.
+
+    Only the ``metrics`` of that version's card entry change (and the index's summary of
+    it); the SavedModels, their ``files`` checksums and every other field stay as they
+    are. The files are checked against the card first, so metrics are only added to an
+    intact model. ``metrics`` must be the result of ``tcvae-tf evaluate NAME --version V
+    --json FILE`` (``tcvae_tf.evaluation.evaluate``) on this very zoo model and version.
+
+    Each metric section of ``metrics`` is added to the card's metrics; a section the card
+    already has is kept unless ``replace``. What was added is recorded in the card's
+    ``metrics["evaluations"]`` (date, model, data, settings, seconds, library versions).
+
+    Args:
+      name: model name.
+      metrics: an evaluation result (dict).
+      version: the version whose card entry is updated (default: the latest).
+      root: zoo folder (default: ``default_root()``).
+      replace: replace sections the card already holds.
+
+    Returns:
+      ``{"version": int, "added": [...], "replaced": [...], "kept": [...]}`` (metric names).
+
+    Raises:
+      ZooError: unknown name or version.
+      ValueError: the metrics are no evaluation result, were computed on another model,
+        version or dataset, hold no metric, or the model's files do not match its card.
+    """
+    from tcvae_tf.metrics import registry
+
+    root = resolve_root(root)
+    version = resolve_version(name, version, root)
+    model = metrics.get("model") if isinstance(metrics, dict) else None
+    if not isinstance(model, dict):
+        raise ValueError("the metrics are not an evaluation result (no \"model\" section); "
+                         f"write one with `tcvae-tf evaluate {name} --json FILE`")
+    if (model.get("kind"), model.get("name"), model.get("version")) != ("zoo", name, version):
+        what = (f"zoo model {model.get('name')} v{model.get('version')}"
+                if model.get("kind") == "zoo" else f"{model.get('kind')} {model.get('name')}")
+        raise ValueError(f"the metrics were computed on {what}, not on zoo model {name} "
+                         f"v{version}; compute them with `tcvae-tf evaluate {name} --version "
+                         f"{version} --json FILE`")
+    sections = [key for key in registry.REGISTRY if isinstance(metrics.get(key), dict)]
+    if not sections:
+        raise ValueError("the evaluation result holds no metric")
+    with _locked(root):
+        problems = verify(name, root, load=False)
+        if problems:
+            raise ValueError(f"{problems[0]}; the card is not changed "
+                             f"(tcvae-tf zoo verify {name})")
+        card_path = root / name / CARD_FILE
+        card = _read_json(card_path)
+        entry = card["versions"][str(version)]
+        trained_on = (entry.get("dataset") or {}).get("name")
+        evaluated_on = (metrics.get("data") or {}).get("name")
+        if trained_on and evaluated_on and trained_on != evaluated_on:
+            raise ValueError(f"the metrics were computed on {evaluated_on}, but {name} "
+                             f"v{version} was trained on {trained_on}")
+        card_metrics = dict(entry.get("metrics") or {})
+        report = {"version": version, "added": [], "replaced": [], "kept": []}
+        for key in sections:
+            status = "replaced" if key in card_metrics else "added"
+            if status == "replaced" and not replace:
+                report["kept"].append(key)
+                continue
+            card_metrics[key] = metrics[key]
+            report[status].append(key)
+        changed = report["added"] + report["replaced"]
+        if not changed:
+            return report
+        seconds = metrics.get("seconds") or {}
+        card_metrics["evaluations"] = [*card_metrics.get("evaluations", []), {
+            "metrics": changed,
+            "date": metrics.get("date"),
+            "model": model,
+            "data": metrics.get("data"),
+            "factors": metrics.get("factors"),
+            "settings": metrics.get("settings"),
+            "seconds": {key: value for key, value in seconds.items()
+                        if key not in registry.REGISTRY or key in changed},
+            "library_versions": metrics.get("library_versions"),
+        }]
+        card["versions"][str(version)] = {**entry, "metrics": card_metrics}
+        _write_json(card_path, card)
+        index = read_index(root)
+        summary = index["models"].get(name)
+        latest = str(max(int(v) for v in card["versions"]))
+        if summary is not None and latest == str(version):
+            summary.update(_index_summary(card["versions"][latest]))
+            _write_json(root / INDEX_FILE, index)
+    return report

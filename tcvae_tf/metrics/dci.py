@@ -86,21 +86,27 @@ def importance_matrix(train_codes, train_factors, test_codes, test_factors, seed
       (importance [D, K] with columns summing to 1 (or 0 when a classifier made no split),
       train_accuracy [K], test_accuracy [K]).
     """
+    from threadpoolctl import threadpool_limits
+
     num_codes, num_factors = train_codes.shape[1], train_factors.shape[1]
     importance = np.zeros((num_codes, num_factors))
     train_accuracy, test_accuracy = np.zeros(num_factors), np.zeros(num_factors)
-    for k in range(num_factors):
-        model = _booster(booster, seed).fit(train_codes, train_factors[:, k])
-        if booster == "exact":
-            raw = np.abs(model.feature_importances_)
-        else:
-            raw = _histogram_importances(model, num_codes)
-        total = raw.sum()
-        importance[:, k] = raw / total if total > 0 else 0.0
-        train_accuracy[k] = np.mean(model.predict(train_codes) == train_factors[:, k])
-        test_accuracy[k] = np.mean(model.predict(test_codes) == test_factors[:, k])
-        if progress is not None:
-            progress(k + 1, num_factors)
+    # One OpenMP thread for fitting and predicting: the histogram trees are small, and on a
+    # busy machine (a training job beside the evaluation) OpenMP's waiting threads made
+    # them 10-30x slower. The exact booster is single-threaded anyway.
+    with threadpool_limits(limits=1, user_api="openmp"):
+        for k in range(num_factors):
+            model = _booster(booster, seed).fit(train_codes, train_factors[:, k])
+            if booster == "exact":
+                raw = np.abs(model.feature_importances_)
+            else:
+                raw = _histogram_importances(model, num_codes)
+            total = raw.sum()
+            importance[:, k] = raw / total if total > 0 else 0.0
+            train_accuracy[k] = np.mean(model.predict(train_codes) == train_factors[:, k])
+            test_accuracy[k] = np.mean(model.predict(test_codes) == test_factors[:, k])
+            if progress is not None:
+                progress(k + 1, num_factors)
     return importance, train_accuracy, test_accuracy
 
 

@@ -432,7 +432,7 @@ def get(name):
     """The registered metric ``name``; a one-line ValueError listing the known ones."""
     metric = REGISTRY.get(name)
     if metric is None:
-        raise ValueError(f"unknown metric {name!r}; choose from {', '.join(ALL_METRICS)} "
+        raise ValueError(f"unknown metric {name!r}; choose from {', '.join(REGISTRY)} "
                          f"(or {ALL})")
     return metric
 
@@ -447,13 +447,38 @@ def resolve(names):
         names = (names,)
     names = tuple(names)
     if not names:
-        raise ValueError(f"no metric requested; choose from {', '.join(ALL_METRICS)} "
+        raise ValueError(f"no metric requested; choose from {', '.join(REGISTRY)} "
                          f"(or {ALL})")
     if ALL in names:
-        return ALL_METRICS
+        return tuple(REGISTRY)
     for name in names:
         get(name)
-    return tuple(name for name in ALL_METRICS if name in names)
+    return tuple(name for name in REGISTRY if name in names)
+
+
+def parse_setting(text):
+    """Parses "METRIC.SETTING=VALUE" (the CLI's --setting) into (metric, setting, value).
+
+    VALUE is read as an integer, a float, true/false, or else kept as text.
+
+    Example:
+      >>> parse_setting("dci.num_train=2000")
+      ('dci', 'num_train', 2000)
+    """
+    key, equals, value = str(text).partition("=")
+    metric, dot, setting = key.strip().partition(".")
+    if not equals or not dot or not metric or not setting:
+        raise ValueError(f"a setting is METRIC.SETTING=VALUE (e.g. dci.num_train=2000), got "
+                         f"{text!r}")
+    value = value.strip()
+    if value.lower() in ("true", "false"):
+        return metric, setting, value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return metric, setting, kind(value)
+        except ValueError:
+            pass
+    return metric, setting, value
 
 
 def check_options(options, names):
@@ -470,4 +495,6 @@ def check_options(options, names):
             known = ", ".join(metric.settings) or "none"
             raise ValueError(f"unknown setting {unknown[0]!r} of metric {name}; its settings: "
                              f"{known}")
+        if name not in names:
+            raise ValueError(f"a setting of {name} is given but {name} is not computed")
     return {name: {**REGISTRY[name].settings, **options.get(name, {})} for name in names}
