@@ -373,3 +373,64 @@ def test_format_summary_of_a_partial_result():
     assert "active units (variance > 0.01)" in text and "2 / 5" in text
     assert "MIG" not in text
     assert text.endswith("note: trained on the official source, evaluated on rendered")
+
+
+# -- the standard metrics and the registry ------------------------------------------------------
+
+SMALL_SETTINGS = ["dci.num_train=300", "dci.num_test=100", "sap.num_train=300",
+                  "sap.num_test=100", "modularity_explicitness.num_train=300",
+                  "modularity_explicitness.num_test=100", "factorvae_score.num_train=200",
+                  "factorvae_score.num_eval=100", "betavae_score.num_train=200",
+                  "betavae_score.num_eval=100"]
+
+
+def test_cli_metric_all_prints_every_metric_with_settings_and_times(run, tmp_path):
+    folder, _ = run
+    out = tmp_path / "all.json"
+    arguments = ["evaluate", str(folder), "--metric", "all", "--num-samples", "200",
+                 "--json", str(out), "--quiet"]
+    for setting in SMALL_SETTINGS:
+        arguments += ["--setting", setting]
+    result = CliRunner().invoke(cli, arguments)
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert written["settings"]["metrics"] == list(evaluation.ALL_METRICS)
+    assert set(evaluation.ALL_METRICS) <= set(written["seconds"])
+    assert written["dci"]["settings"] == {"num_train": 300, "num_test": 100,
+                                          "booster": "histogram", "seed": 0}
+    assert written["settings"]["metric_settings"]["factorvae_score"]["num_train"] == 200
+    for label in ("DCI disentanglement", "SAP score", "modularity", "FactorVAE score",
+                  "beta-VAE score", "own-posterior share", "MIG, sampling"):
+        assert label in result.output, label
+    assert "300 train / 100 test images, histogram gradient-boosted trees, seed 0 (" in (
+        result.output)
+    assert "encoding" in result.output and " s)" in result.output
+    # "all" holds the default set: it is a full evaluation, written to metrics.json
+    assert evaluation.run_metrics_path(folder, ["all"]) == str(folder / evaluation.METRICS_FILE)
+
+
+def test_metrics_of_means_encode_only_the_images_they_draw(run, dataset):
+    folder, _ = run
+    options = {"sap": {"num_train": 100, "num_test": 50},
+               "betavae_score": {"batch_size": 4, "num_train": 20, "num_eval": 10}}
+    lazy = evaluation.evaluate(folder, metrics=["sap", "betavae_score"], options=options)
+    assert 0 < lazy["seconds"]["images_encoded"] < dataset.num_images
+    full = evaluation.evaluate(folder, metrics=["active_units", "sap", "betavae_score"],
+                               options=options)
+    assert "images_encoded" not in full["seconds"]
+    assert lazy["sap"]["sap"] == pytest.approx(full["sap"]["sap"], abs=1e-6)
+    assert lazy["betavae_score"]["eval_accuracy"] == pytest.approx(
+        full["betavae_score"]["eval_accuracy"], abs=1e-6)
+
+
+def test_cli_setting_errors_are_one_line(run):
+    runner = CliRunner()
+    for setting, message in (("dci.trees=3", "unknown setting 'trees' of metric dci"),
+                             ("dci=3", "a setting is METRIC.SETTING=VALUE"),
+                             ("dci.num_train=5", "a setting of dci is given but dci is not "
+                                                 "computed"),
+                             ("fid.x=1", "unknown metric 'fid'; choose from")):
+        result = runner.invoke(cli, ["evaluate", str(run[0]), "--metric", "sap", "--setting",
+                                     setting, "--quiet"])
+        assert result.exit_code == 1, (setting, result.output)
+        assert message in result.output and result.output.count("\n") == 1, result.output
