@@ -71,6 +71,11 @@ def sap(train_codes, train_factors, test_codes, test_factors, continuous_factors
         progress=None):
     """SAP score of a code.
 
+    Where this differs from disentanglement_lib, and why: the LinearSVC runs liblinear's
+    primal solver (``dual=False``), which is deterministic and converges on one feature;
+    disentanglement_lib used the dual solver, scikit-learn's default of its time, which
+    shuffles with a random state and can stop at its iteration limit.
+
     Known values: a code independent of the factors scores about 0 (every latent predicts
     a factor at its chance accuracy, about the frequency of one class). Factors copied into
     the code score mean_k (a_k - c_k): a_k the accuracy a linear classifier on the copied
