@@ -874,6 +874,7 @@ def update_metrics(name, metrics, version=None, root=None, replace=False):
     Each metric section of ``metrics`` is added to the card's metrics; a section the card
     already has is kept unless ``replace``. What was added is recorded in the card's
     ``metrics["evaluations"]`` (date, model, data, settings, seconds, library versions).
+    Absolute paths are reduced to their last component (``portable``), as in every card.
 
     Args:
       name: model name.
@@ -927,13 +928,13 @@ def update_metrics(name, metrics, version=None, root=None, replace=False):
             if status == "replaced" and not replace:
                 report["kept"].append(key)
                 continue
-            card_metrics[key] = metrics[key]
+            card_metrics[key] = portable(metrics[key])
             report[status].append(key)
         changed = report["added"] + report["replaced"]
         if not changed:
             return report
         seconds = metrics.get("seconds") or {}
-        card_metrics["evaluations"] = [*card_metrics.get("evaluations", []), {
+        card_metrics["evaluations"] = [*card_metrics.get("evaluations", []), portable({
             "metrics": changed,
             "date": metrics.get("date"),
             "model": model,
@@ -943,7 +944,7 @@ def update_metrics(name, metrics, version=None, root=None, replace=False):
             "seconds": {key: value for key, value in seconds.items()
                         if key not in registry.REGISTRY or key in changed},
             "library_versions": metrics.get("library_versions"),
-        }]
+        })]
         card["versions"][str(version)] = {**entry, "metrics": card_metrics}
         _write_json(card_path, card)
         index = read_index(root)

@@ -35,8 +35,9 @@ def make_zoo(root):
 
 
 def evaluation(version=1, name=NAME, kind="zoo", mig=0.5):
-    return {"model": {"kind": kind, "name": name, "version": version},
-            "data": {"name": "toy"}, "factors": ["a"], "settings": {"metrics": ["x"]},
+    return {"model": {"kind": kind, "name": name, "version": version, "path": "/zoo/toy-model"},
+            "data": {"name": "toy", "path": "/root/.cache/toy.npz"}, "factors": ["a"],
+            "settings": {"metrics": ["x"]},
             "mig_sampling": {"mig": mig}, "dci": {"disentanglement": 0.3},
             "sap": {"sap": 0.1}, "seconds": {"encode": 1.0, "dci": 2.0, "sap": 0.5,
                                              "mig_sampling": 3.0},
@@ -74,6 +75,7 @@ def test_new_metrics_are_added_and_nothing_else_changes(root):
     assert record["metrics"] == ["sap", "dci"]
     assert record["seconds"] == {"encode": 1.0, "dci": 2.0, "sap": 0.5}
     assert record["model"]["kind"] == "zoo" and record["date"].startswith("2026-12-02")
+    assert record["model"]["path"] == "toy-model" and record["data"]["path"] == "toy.npz"
     assert saved_model_bytes(root) == before_files
     assert zoo.verify(NAME, root, load=False) == []
     # The same evaluation again changes nothing.
