@@ -745,6 +745,8 @@ def evaluate(ref, metrics=METRICS, num_samples=DEFAULT_NUM_SAMPLES, seed=0, zoo_
         seconds["images_encoded"] = int(rows_to_codes.num_encoded)
 
     model = {"ref": os.fspath(ref), **evaluable.describe()}
+    histogram = metric_settings.get("mig_histogram", {"num_images": HISTOGRAM_IMAGES,
+                                                      "num_bins": HISTOGRAM_BINS})
     return {
         "model": model,
         "data": dataset.describe(),
@@ -752,8 +754,10 @@ def evaluate(ref, metrics=METRICS, num_samples=DEFAULT_NUM_SAMPLES, seed=0, zoo_
         "settings": {
             "metrics": list(metrics), "num_samples": int(num_samples), "seed": int(seed),
             "batch_size": int(batch_size),
-            "histogram_images": min(HISTOGRAM_IMAGES, dataset.num_images),
-            "histogram_bins": HISTOGRAM_BINS, "active_units_threshold": ACTIVE_UNITS_THRESHOLD,
+            "histogram_images": min(histogram["num_images"], dataset.num_images),
+            "histogram_bins": histogram["num_bins"],
+            "active_units_threshold": metric_settings.get(
+                "active_units", {"threshold": ACTIVE_UNITS_THRESHOLD})["threshold"],
             "log_likelihood": ("mean over random images of log p(x|z), one z ~ q(z|x) each"
                                if "elbo" in metrics else None),
             "log_likelihood_images": (

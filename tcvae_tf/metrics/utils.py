@@ -355,15 +355,18 @@ def check_intervention_dataset(dataset):
 
 
 def fit_quietly(model, inputs, labels):
-    """Fits a scikit-learn model with its ConvergenceWarning caught.
+    """Fits a scikit-learn model on one thread with its ConvergenceWarning caught.
 
     Returns:
       ``(model, converged)``: converged is False when the solver stopped at its iteration
       limit (the warning is turned into this flag, which the metrics report).
     """
     from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits
 
-    with warnings.catch_warnings(record=True) as caught:
+    # One thread: the problems are small, and waiting BLAS/OpenMP threads slow them down
+    # many times over on a machine shared with a training job.
+    with warnings.catch_warnings(record=True) as caught, threadpool_limits(limits=1):
         warnings.simplefilter("always", ConvergenceWarning)
         model.fit(inputs, labels)
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
