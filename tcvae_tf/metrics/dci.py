@@ -139,8 +139,9 @@ def dci(train_codes, train_factors, test_codes, test_factors, seed=0, booster="h
       learning rate 0.1, no regularisation, no early stopping; features binned into 255
       quantiles) and takes each latent's importance as its total split gain. Why: the exact
       GradientBoostingClassifier fits one tree per class per round, 11,300 trees for
-      dSprites' 113 factor classes, which took 7.5 minutes on 2 cores against seconds for
-      the histogram trees, over the 3-minute budget of a whole evaluation.
+      dSprites' 113 factor classes; on 10,000 images it took 7.5 minutes for the five
+      factors, and 20-30 times as long as the histogram trees in the same process
+      (benchmarks/dci_boosters.py), far over the 3-minute budget of a whole evaluation.
     - ``booster="exact"`` is disentanglement_lib's GradientBoostingClassifier() and its
       impurity-based ``feature_importances_``.
 

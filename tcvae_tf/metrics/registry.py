@@ -349,10 +349,10 @@ def _split_text(section, extra=""):
             f"{extra}, seed {settings.get('seed')}")
 
 
-def _points_text(section, extra=""):
+def _points_text(section, unit="images", extra=""):
     settings = section.get("settings", {})
     return (f"{settings.get('num_train')} train / {settings.get('num_eval')} eval points of "
-            f"{settings.get('batch_size')} images{extra}, seed {settings.get('seed')}")
+            f"{settings.get('batch_size')} {unit}{extra}, seed {settings.get('seed')}")
 
 
 # -- the registry ----------------------------------------------------------------------------
@@ -395,7 +395,7 @@ REGISTRY = {metric.name: metric for metric in (
                       ("  latents kept (std >= "
                        f"{s.get('settings', {}).get('prune_threshold', 0.05):g})",
                        f"{s['num_active_dims']} / {len(s['active_dims'])}")],
-           lambda s: _points_text(s, ", majority vote"),
+           lambda s: _points_text(s, extra=", majority vote"),
            settings={"batch_size": factorvae_module.DEFAULT_BATCH_SIZE,
                      "num_train": factorvae_module.DEFAULT_NUM_TRAIN,
                      "num_eval": factorvae_module.DEFAULT_NUM_EVAL,
@@ -404,7 +404,7 @@ REGISTRY = {metric.name: metric for metric in (
            default=True),
     Metric("betavae_score", "beta-VAE score", ENCODER, _compute_betavae,
            lambda s: [("beta-VAE score (eval accuracy)", _number(s["eval_accuracy"]))],
-           lambda s: _points_text(s, " pairs, logistic regression"),
+           lambda s: _points_text(s, "image pairs", ", logistic regression"),
            settings={"batch_size": betavae_module.DEFAULT_BATCH_SIZE,
                      "num_train": betavae_module.DEFAULT_NUM_TRAIN,
                      "num_eval": betavae_module.DEFAULT_NUM_EVAL},
