@@ -56,6 +56,12 @@ METRIC_COLUMNS = (
     ("dimensionwise_kl", "elbo", "dimensionwise_kl"),
     ("elbo", "elbo", "elbo"),
     ("active_units", "active_units", "active_units"),
+    ("sap", "sap", "sap"),
+    ("modularity", "modularity_explicitness", "modularity"),
+    ("explicitness", "modularity_explicitness", "explicitness_test"),
+    ("factorvae_score", "factorvae_score", "eval_accuracy"),
+    ("betavae_score", "betavae_score", "eval_accuracy"),
+    ("dci_disentanglement", "dci", "disentanglement"),
 )
 STATUS_COLUMNS = ("status", "steps", "total_steps")
 TAIL_COLUMNS = ("seconds", "run")
