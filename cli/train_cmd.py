@@ -7,31 +7,63 @@ def _fail(error):
     raise click.ClickException(str(error).splitlines()[0] if str(error) else repr(error))
 
 
+def _method_options(command):
+    """One option per method option name (see tcvae_tf.methods), in declaration order.
+
+    Every such option defaults to None: a name that several methods declare means what
+    the chosen method says, and one the chosen method does not take is refused.
+    """
+    from tcvae_tf import methods
+
+    for name, takers in reversed(methods.option_table().items()):
+        meanings = {}  # (help, default) -> method names
+        for method, declared in takers:
+            meanings.setdefault((declared.help, _default_text(declared)), []).append(method.name)
+        text = "; ".join(f"{'/'.join(names)}: {meaning} [{default}]"
+                         for (meaning, default), names in meanings.items())
+        option = takers[0][1]
+        command = click.option(option.flag, name, default=None, type=option.type,
+                               help=text + ".")(command)
+    return command
+
+
+def _default_text(option):
+    return f"{option.default:g}" if isinstance(option.default, float) else str(option.default)
+
+
+def _method_list():
+    from tcvae_tf import methods
+
+    return ", ".join(f"{name} ({method.title})" for name, method in methods.METHODS.items())
+
+
+def _training_default_text(name):
+    from tcvae_tf import methods
+
+    by_value = {}
+    for method_name in methods.names():
+        by_value.setdefault(methods.training_default(method_name, name), []).append(method_name)
+    return ", ".join(f"{value:g} for {'/'.join(names)}" for value, names in by_value.items())
+
+
 @click.command()
 @click.argument("dataset")
 @click.option("--objective", default="tcvae", show_default=True,
-              help="tcvae (alpha*MI + beta*TC + gamma*DWKL), betavae (beta*KL) or vae.")
-@click.option("--alpha", default=1.0, show_default=True, type=float,
-              help="Weight of the index-code mutual information.")
-@click.option("--beta", default=6.0, show_default=True, type=float,
-              help="Weight of the total correlation (of the whole KL for betavae).")
-@click.option("--gamma", default=1.0, show_default=True, type=float,
-              help="Weight of the dimension-wise KL.")
-@click.option("--estimator", default="mws", show_default=True,
-              help="mws (minibatch-weighted) or mss (minibatch-stratified) sampling.")
-@click.option("--kl", default="sampled", show_default=True,
-              help="betavae/vae only: sampled or analytic KL.")
+              help=f"The method: {_method_list()}.")
+@_method_options
+@click.option("--warmup-steps", default=None, type=int,
+              help="Shorthand for --beta-warmup-steps and --gamma-warmup-steps (those of "
+                   "them that the method takes).")
 @click.option("--arch", default="mlp", show_default=True, help="mlp, conv or burgess.")
 @click.option("--latent-dim", default=10, show_default=True, type=int,
               help="Number of latent dimensions.")
-@click.option("--batch-size", default=2048, show_default=True, type=int, help="Minibatch size.")
-@click.option("--lr", default=1e-3, show_default=True, type=float, help="Adam learning rate.")
+@click.option("--batch-size", default=None, type=int,
+              help=f"Minibatch size [default: {_training_default_text('batch_size')}].")
+@click.option("--lr", default=None, type=float,
+              help=f"Adam learning rate [default: {_training_default_text('lr')}].")
 @click.option("--epochs", default=None, type=float,
               help="Passes over the data (default 50 when --steps is not given).")
 @click.option("--steps", default=None, type=int, help="Optimizer steps (overrides --epochs).")
-@click.option("--warmup-steps", default=0, show_default=True, type=int,
-              help="Warm up beta (linearly) and gamma (the authors' schedule) over this many "
-                   "steps; 0 turns warm-up off.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--source", default="auto", show_default=True,
               help="Data source: auto, rendered, official or tfds.")
@@ -50,7 +82,8 @@ def _fail(error):
               help="Also keep the weights every this many steps (a multiple of "
                    "--checkpoint-every) in snapshots/, for MIG-against-steps curves.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
-              help="Run folder [default: runs/DATASET-OBJECTIVE-betaB-ARCH-seedS].")
+              help="Run folder [default: runs/DATASET-OBJECTIVE-OPTION-ARCH-seedS, e.g. "
+                   "runs/dsprites-tcvae-beta6-mlp-seed0].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Start afresh in a folder that holds a run.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -62,11 +95,12 @@ def _fail(error):
 @click.option("--cpu-replicas", default=None, type=int,
               help="Without GPUs: split the CPU into this many replicas (mirrored/auto).")
 def train(dataset, resume, overwrite, quiet, strategy, cpu_replicas, **options):
-    """Train a beta-TCVAE (or beta-VAE, VAE) on DATASET (e.g. dsprites).
+    """Train a beta-TCVAE (or beta-VAE, VAE, FactorVAE, DIP-VAE) on DATASET (e.g. dsprites).
 
     The defaults are the authors' dSprites recipe: `tcvae-tf train dsprites --beta 6`
-    trains the MLP with batch 2048 and Adam 1e-3 for 50 epochs. A run folder keeps
-    config.json, history.csv, TensorBoard logs, checkpoints, model.keras and samples.png.
+    trains the MLP with batch 2048 and Adam 1e-3 for 50 epochs. `--objective NAME` picks
+    another method; each takes only its own options. A run folder keeps config.json,
+    history.csv, TensorBoard logs, checkpoints, model.keras and samples.png.
     """
     from tcvae_tf import distribute, training
 
@@ -88,16 +122,34 @@ def train(dataset, resume, overwrite, quiet, strategy, cpu_replicas, **options):
 RUN_CONTROL_OPTIONS = ("out", "resume", "overwrite", "quiet", "strategy", "cpu_replicas")
 
 
-def config_from_options(dataset, warmup_steps=0, **options):
-    """The TrainConfig of `train`'s options (Python names, as Click passes them).
+WARMUP_OPTIONS = ("beta_warmup_steps", "gamma_warmup_steps")
+
+
+def config_from_options(dataset, objective="tcvae", warmup_steps=None, **options):
+    """The TrainConfig of `train`'s options (Python names, as Click passes them; None
+    means not given).
 
     Raises:
-      ValueError: an unknown dataset.
+      ValueError: an unknown dataset or objective, a method option that the objective
+        does not take (the message says which methods take it), a bad option value.
     """
-    from tcvae_tf import data, training
+    from tcvae_tf import data, methods, training
 
     if dataset not in data.available_datasets():
         raise ValueError(f"unknown dataset {dataset!r}; choose one of "
                          f"{', '.join(data.available_datasets())}")
-    return training.TrainConfig(dataset=dataset, beta_warmup_steps=warmup_steps,
-                                gamma_warmup_steps=warmup_steps, **options)
+    method = methods.get(objective)
+    given = {name: options.pop(name) for name in methods.option_table() if name in options}
+    if warmup_steps is not None:
+        taken = [name for name in WARMUP_OPTIONS if method.option(name) is not None]
+        if not taken:
+            takers = [name for name, other in methods.METHODS.items()
+                      if any(other.option(option) for option in WARMUP_OPTIONS)]
+            raise ValueError(f"--warmup-steps is an option of {', '.join(takers)}, "
+                             f"not of {objective}")
+        for name in taken:
+            if given.get(name) is None:
+                given[name] = warmup_steps
+    method_options = methods.resolve_options(objective, given, flag=True)
+    return training.TrainConfig(dataset=dataset, objective=objective, options=method_options,
+                                **options)

@@ -63,12 +63,21 @@ def list_command(ctx, as_json, zoo_root):
     if not rows:
         click.echo(f"no models in {root}")
         return
-    columns = ("name", "versions", "latest", "dataset", "objective", "beta", "arch",
+    from tcvae_tf import methods
+
+    columns = ("name", "versions", "latest", "dataset", "objective", "options", "arch",
                "latent_dim", "mig")
     table = [[column.upper() for column in columns]]
     for row in rows:
-        table.append([",".join(str(v) for v in row["versions"]) if column == "versions"
-                      else _format_value(row[column]) for column in columns])
+        cells = []
+        for column in columns:
+            if column == "versions":
+                cells.append(",".join(str(v) for v in row["versions"]))
+            elif column == "options":
+                cells.append(methods.format_options(row["options"]) or "-")
+            else:
+                cells.append(_format_value(row[column]))
+        table.append(cells)
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     for line in table:
         cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
@@ -117,13 +126,14 @@ def _table(rows, indent="  ", align_right=False):
 
 
 def _objective_text(model):
-    objective = model.get("objective")
-    if objective == "tcvae":
-        return (f"beta-TCVAE: alpha {model.get('alpha')}, beta {model.get('beta')}, gamma "
-                f"{model.get('gamma')}, {str(model.get('estimator')).upper()} estimator")
-    if objective == "betavae":
-        return f"beta-VAE: beta {model.get('beta')}, {model.get('kl')} KL"
-    return f"{objective}" + (f": {model.get('kl')} KL" if model.get("kl") else "")
+    """'beta-TCVAE (tcvae): alpha=1, beta=6, ...' from a card's model part (any version)."""
+    from tcvae_tf import methods
+    from tcvae_tf import zoo as zoo_lib
+
+    objective, options = zoo_lib.model_options(model)
+    method = methods.METHODS.get(objective)
+    title = f"{method.title} ({objective})" if method else str(objective)
+    return f"{title}: {methods.format_options(options)}" if options else title
 
 
 def _training_text(entry):

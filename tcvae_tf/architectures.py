@@ -1,6 +1,7 @@
 """Encoder and decoder networks for 64x64xC images.
 
-Three families, each a pair of ``keras.Sequential`` networks:
+Three families, each a pair of ``keras.Sequential`` networks (and FactorVAE's
+discriminator, ``build_discriminator``):
 
 - ``mlp``: the authors' dSprites networks. Encoder 4096-1200-1200-2D (ReLU);
   decoder D-1200-1200-1200-4096 (tanh).
@@ -221,3 +222,25 @@ def build_decoder(arch, latent_dim, image_shape=(64, 64, 1)):
         ]
         stack += [layers.Conv2DTranspose(channels, 4, strides=2, padding="same")]  # 32 -> 64
     return keras.Sequential([keras.Input((latent_dim,)), *stack], name=f"{arch}_decoder")
+
+
+def build_discriminator(latent_dim, hidden_layers=6, units=1000):
+    """FactorVAE's discriminator: an MLP from latents to one logit.
+
+    Kim and Mnih's: ``hidden_layers`` dense layers of ``units`` with LeakyReLU(0.2), then
+    one logit l(z) for "z was drawn from q(z)" against "from prod_d q(z_d)" (their two
+    softmax outputs carry the same information: l is their difference).
+
+    Args:
+      latent_dim: number of latent dimensions D.
+      hidden_layers: number of hidden layers (6 in the paper).
+      units: units per hidden layer (1000 in the paper).
+
+    Returns:
+      A ``keras.Sequential`` mapping latents [B, D] to logits [B, 1].
+    """
+    stack = []
+    for _ in range(hidden_layers):
+        stack += [layers.Dense(units), layers.LeakyReLU(negative_slope=0.2)]
+    return keras.Sequential([keras.Input((latent_dim,)), *stack, layers.Dense(1)],
+                            name="discriminator")

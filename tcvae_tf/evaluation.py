@@ -156,9 +156,13 @@ class Evaluable:
         summary = {"kind": self.kind, "name": self.name, "version": self.version,
                    "path": self.path, "latent_dim": self.latent_dim,
                    "posterior": self.posterior, "likelihood": self.likelihood}
-        for key in ("arch", "objective", "alpha", "beta", "gamma", "estimator", "seed"):
+        for key in ("arch", "seed"):
             if key in self.config:
                 summary[key] = self.config[key]
+        if self.config:
+            from tcvae_tf import methods
+
+            summary["objective"], summary["options"] = methods.split_record(self.config)
         if self.fingerprint is not None:
             summary["fingerprint"] = self.fingerprint
         return summary

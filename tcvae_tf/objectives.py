@@ -1,4 +1,6 @@
-"""The beta-TCVAE objective as pure TensorFlow functions.
+"""The objectives as pure TensorFlow functions: beta-TCVAE's decomposition of the KL term
+(below), FactorVAE's permute-dims and density-ratio estimate of the TC, DIP-VAE's
+covariance penalties.
 
 For a minibatch of M images x_1..x_M out of a dataset of N, an encoder posterior
 q(z|x_j) = prod_d q(z_d|x_j) and one sample z_i ~ q(z|x_i) per image, the KL term of
@@ -40,6 +42,9 @@ log q(z_i|x_i) - log N.
 
 References: Chen, Li, Grosse, Duvenaud, "Isolating Sources of Disentanglement in
 Variational Autoencoders", NeurIPS 2018, arXiv:1802.04942 (section 4 and appendix C).
+Kim, Mnih, "Disentangling by Factorising", ICML 2018. Kumar, Sattigeri, Balakrishnan,
+"Variational Inference of Disentangled Latent Concepts from Unlabeled Observations",
+ICLR 2018.
 """
 
 import math
@@ -688,3 +693,145 @@ def gamma_schedule(step, gamma, warmup_steps=None, dtype=tf.float32):
     progress = tf.cast(step, dtype) / float(warmup_steps)  # t / warmup
     remaining = tf.maximum(tf.constant(0.0, dtype), 0.95 - progress)
     return gamma * (1.0 - remaining)
+
+
+# -- FactorVAE: total correlation by the density-ratio trick ------------------------------
+
+
+def permute_dims(z, seed):
+    """Kim and Mnih's permute-dims: each dimension shuffled independently across the batch.
+
+    ```none
+    out[i, d] = z[pi_d(i), d]      pi_1, ..., pi_D independent random permutations of 1..M
+    ```
+
+    If the rows of z are samples of q(z), the rows of the result are (approximately, for a
+    large batch) samples of prod_d q(z_d): every dimension's marginal is kept, the
+    dependence between dimensions is broken.
+
+    Args:
+      z: float tensor [M, D].
+      seed: int tensor [2], the stateless seed (the same seed, the same permutations).
+
+    Returns:
+      Float tensor [M, D].
+
+    References:
+      Kim, Mnih. Disentangling by Factorising. ICML 2018, algorithm 1.
+    """
+    z = tf.convert_to_tensor(z)
+    # Sorting independent uniform keys gives a uniform random permutation per column.
+    keys = tf.random.stateless_uniform(tf.shape(z), seed=seed)  # [i, d]
+    order = tf.argsort(keys, axis=0)  # [i, d]: row of z that lands in row i of column d
+    return tf.transpose(tf.gather(tf.transpose(z), tf.transpose(order), batch_dims=1))
+
+
+def density_ratio_tc(logits):
+    """The discriminator's estimate of the total correlation, from its logits on q(z).
+
+    With D(z) = sigmoid(l(z)) the probability that z came from q(z) rather than from
+    prod_d q(z_d), an optimal D gives D / (1 - D) = q(z) / prod_d q(z_d), so
+
+    ```none
+    TC = E_q(z)[ log q(z) - log prod_d q(z_d) ] ~= mean_i log(D_i / (1 - D_i)) = mean_i l_i
+    ```
+
+    Args:
+      logits: float tensor [M], l(z_i) for samples z_i of q(z).
+
+    Returns:
+      Scalar float tensor.
+    """
+    return tf.reduce_mean(logits)
+
+
+def discriminator_loss(real_logits, permuted_logits):
+    """The discriminator's cross-entropy: q(z) samples labelled 1, permuted ones 0.
+
+    ```none
+    loss = -(1/2) mean_i log sigmoid(l(z_i)) - (1/2) mean_j log(1 - sigmoid(l(z'_j)))
+         =  (1/2) mean_i softplus(-l(z_i))   + (1/2) mean_j softplus(l(z'_j))
+    ```
+
+    Args:
+      real_logits: float tensor [M], logits on samples of q(z).
+      permuted_logits: float tensor [M'], logits on permuted samples (prod_d q(z_d)).
+
+    Returns:
+      Scalar float tensor.
+    """
+    return 0.5 * (tf.reduce_mean(tf.nn.softplus(-real_logits))
+                  + tf.reduce_mean(tf.nn.softplus(permuted_logits)))
+
+
+def discriminator_accuracy(real_logits, permuted_logits):
+    """The discriminator's accuracy, the two kinds of samples weighted equally.
+
+    Returns:
+      Scalar float32 tensor in [0, 1].
+    """
+    def share(condition):
+        return tf.reduce_mean(tf.cast(condition, tf.float32))
+
+    return 0.5 * (share(real_logits > 0) + share(permuted_logits < 0))
+
+
+# -- DIP-VAE: covariance penalties ---------------------------------------------------------
+
+
+def posterior_variance(log_scale, posterior="normal"):
+    """The variance of each posterior dimension: exp(2 log_scale) (normal) or
+    2 exp(2 log_scale) (laplace)."""
+    check_family(posterior, POSTERIORS, "posterior")
+    variance = tf.exp(2.0 * tf.convert_to_tensor(log_scale, dtype=tf.float32))
+    return variance if posterior == "normal" else 2.0 * variance
+
+
+def dip_covariance(loc, log_scale=None, posterior="normal"):
+    """The covariance that DIP-VAE pulls towards the identity, over a batch.
+
+    ```none
+    DIP-VAE-I  (log_scale None):  C = Cov_i[ mu_i ]
+    DIP-VAE-II:                   C = Cov_i[ mu_i ] + mean_i diag(sigma_i**2)   (= Cov of q(z))
+    Cov_i[ mu_i ] = mean_i mu_i mu_i^T - (mean_i mu_i)(mean_i mu_i)^T        (1/M, as the paper)
+    ```
+
+    Args:
+      loc: float tensor [M, D], posterior means mu_i.
+      log_scale: float tensor [M, D], or None for DIP-VAE-I.
+      posterior: the posterior family (for its variance).
+
+    Returns:
+      Float tensor [D, D].
+
+    References:
+      Kumar, Sattigeri, Balakrishnan. Variational Inference of Disentangled Latent
+      Concepts from Unlabeled Observations. ICLR 2018, equations 6 and 7.
+    """
+    loc = tf.convert_to_tensor(loc, dtype=tf.float32)
+    centred = loc - tf.reduce_mean(loc, axis=0, keepdims=True)  # [i, d]
+    covariance = tf.matmul(centred, centred, transpose_a=True) / tf.cast(tf.shape(loc)[0],
+                                                                          tf.float32)
+    if log_scale is None:
+        return covariance
+    mean_variance = tf.reduce_mean(posterior_variance(log_scale, posterior), axis=0)  # [d]
+    return covariance + tf.linalg.diag(mean_variance)
+
+
+def dip_penalties(covariance):
+    """The two parts of DIP-VAE's penalty on a covariance C [D, D].
+
+    ```none
+    off_diagonal = sum_{i != j} C_ij**2        diagonal = sum_i (C_ii - 1)**2
+    penalty = lambda_od * off_diagonal + lambda_d * diagonal
+    ```
+
+    Both are 0 exactly when C is the identity.
+
+    Returns:
+      {"off_diagonal": scalar, "diagonal": scalar}.
+    """
+    diagonal = tf.linalg.diag_part(covariance)
+    off_diagonal = covariance - tf.linalg.diag(diagonal)
+    return {"off_diagonal": tf.reduce_sum(tf.square(off_diagonal)),
+            "diagonal": tf.reduce_sum(tf.square(diagonal - 1.0))}

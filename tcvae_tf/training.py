@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from tcvae_tf import distribute, runs
+from tcvae_tf import distribute, methods, runs
 
 # Run-folder names, kept here for code written against earlier versions.
 CONFIG_FILE = runs.CONFIG_FILE
@@ -38,24 +38,20 @@ class TrainConfig:
     """Everything that defines a training run (stored in the run's config.json).
 
     The defaults are the authors' dSprites recipe: MLP, 10 latents, Adam 1e-3,
-    batch 2048, 50 epochs, beta-TCVAE with MWS.
+    batch 2048, 50 epochs, beta-TCVAE with MWS. ``options`` are the method's own (see
+    :mod:`tcvae_tf.methods`); missing ones, and ``batch_size`` and ``lr`` when None, take
+    the method's defaults.
     """
 
     dataset: str = "dsprites"
     objective: str = "tcvae"
-    alpha: float = 1.0
-    beta: float = 6.0
-    gamma: float = 1.0
-    estimator: str = "mws"
-    kl: str = "sampled"
+    options: dict | None = None
     arch: str = "mlp"
     latent_dim: int = 10
-    batch_size: int = 2048
-    lr: float = 1e-3
+    batch_size: int | None = None
+    lr: float | None = None
     epochs: float | None = 50
     steps: int | None = None
-    beta_warmup_steps: int = 0
-    gamma_warmup_steps: int = 0
     seed: int = 0
     source: str = "auto"
     data_path: str | None = None
@@ -66,30 +62,44 @@ class TrainConfig:
     keep_every: int | None = None
     out: str | None = None
 
+    def __post_init__(self):
+        self.options = dict(self.options or {})
+        if self.objective in methods.METHODS:
+            self.options = {**methods.default_options(self.objective), **self.options}
+            for name in ("batch_size", "lr"):
+                if getattr(self, name) is None:
+                    setattr(self, name, methods.training_default(self.objective, name))
+
+    @classmethod
+    def from_dict(cls, record):
+        """The TrainConfig of a run's stored ``train`` record, of any version (older ones
+        hold the method options flat, see ``methods.split_record``)."""
+        objective, options = methods.split_record(record)
+        fields = {key: value for key, value in record.items()
+                  if key in cls.__dataclass_fields__}
+        return cls(**{**fields, "objective": objective, "options": options})
+
     def validate(self):
         """Raises ValueError with a one-line message for any impossible setting."""
-        from tcvae_tf import architectures, model, objectives
+        from tcvae_tf import architectures
 
+        method = methods.get(self.objective)
+        self.options = methods.resolve_options(self.objective, self.options)
         choices = {
-            "objective": model.OBJECTIVES, "estimator": objectives.ESTIMATORS,
-            "arch": architectures.ARCHITECTURES, "kl": model.KL_KINDS, "precision": PRECISIONS,
+            "arch": architectures.ARCHITECTURES, "precision": PRECISIONS,
             "jit_compile": ("auto", "on", "off"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; "
                                  f"choose one of {', '.join(allowed)}")
-        for name in ("alpha", "beta", "gamma", "lr", "epochs"):
+        for name in ("lr", "epochs"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value}")
-        for name in ("alpha", "beta", "gamma", "beta_warmup_steps", "gamma_warmup_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
-        if self.estimator == "mss" and self.objective == "tcvae" and self.batch_size < 2:
-            raise ValueError("the MSS estimator needs a batch size of at least 2")
+        method.check_training(self.options, self.batch_size)
         if self.lr <= 0:
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
         if self.latent_dim < 1:
@@ -113,8 +123,10 @@ class TrainConfig:
         return max(1, math.ceil(self.epochs * dataset_size / self.batch_size))
 
     def default_out(self):
-        name = f"{self.dataset}-{self.objective}-beta{self.beta:g}-{self.arch}-seed{self.seed}"
-        return os.path.join("runs", name)
+        named = "".join(f"-{key}{value:g}" for key, value in
+                        methods.headline(self.objective, self.options).items())
+        return os.path.join("runs", f"{self.dataset}-{self.objective}{named}-{self.arch}-"
+                                    f"seed{self.seed}")
 
 
 def library_versions():
@@ -338,8 +350,7 @@ def _resolve(config, resume, overwrite):
             stored.update(steps=config.steps, epochs=None)
         elif config.epochs is not None and config.epochs != stored.get("epochs"):
             stored.update(epochs=config.epochs, steps=None)
-        config = TrainConfig(**{k: v for k, v in stored.items()
-                                if k in TrainConfig.__dataclass_fields__})
+        config = TrainConfig.from_dict(stored)
     elif has_run and not overwrite:
         raise TrainingError(f"{run_dir} already holds a run; use --resume to continue it or "
                             f"--overwrite to start again")
@@ -368,19 +379,16 @@ def _load_training_data(config, echo):
 
 
 def build_model(config, dataset):
-    """A new, compiled BetaTCVAE for ``config`` and ``dataset`` (under the current
+    """A new, compiled model of ``config``'s method for ``dataset`` (under the current
     strategy's scope when there is one)."""
     import keras
 
-    from tcvae_tf.model import BetaTCVAE
+    from tcvae_tf.model import DisentangledVAE
 
-    model = BetaTCVAE(
-        latent_dim=config.latent_dim, arch=config.arch,
-        image_shape=dataset.image_shape, objective=config.objective, alpha=config.alpha,
-        beta=config.beta, gamma=config.gamma, estimator=config.estimator,
-        dataset_size=dataset.num_images, kl=config.kl,
-        beta_warmup_steps=config.beta_warmup_steps,
-        gamma_warmup_steps=config.gamma_warmup_steps, seed=config.seed)
+    model = DisentangledVAE(
+        latent_dim=config.latent_dim, arch=config.arch, image_shape=dataset.image_shape,
+        objective=config.objective, options=config.options, dataset_size=dataset.num_images,
+        seed=config.seed)
     model.compile(optimizer=keras.optimizers.Adam(config.lr), jit_compile=_choose_jit(config))
     return model
 
@@ -420,6 +428,8 @@ def train(config, resume=False, overwrite=False, verbose=1, echo=print, stream=N
     run_dir, config = _resolve(config, resume, overwrite or not chief)
     stream = sys.stdout if stream is None else stream
     distribute.check_batch_size(config.batch_size, strategy)
+    methods.get(config.objective).check_training(config.options, config.batch_size,
+                                                 distribute.num_replicas(strategy))
     if not chief:
         # Other workers run the same steps (they take part in every collective) but write
         # their copy of the run to a folder of their own, deleted at the end.

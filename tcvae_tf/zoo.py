@@ -153,16 +153,23 @@ def list_models(root=None):
 
     Returns:
       A list (sorted by name) of dicts ``{name, versions, latest, path, dataset,
-      objective, beta, arch, latent_dim, date, mig}`` (the summary fields describe the
-      latest version; missing ones are None).
+      objective, options, beta, arch, latent_dim, date, mig}`` (the summary fields
+      describe the latest version; missing ones are None). ``options`` are the method's
+      headline options (e.g. ``{"beta": 6.0}``, ``{"gamma": 35.0}``); ``beta`` is kept
+      for the listings of earlier versions.
     """
+    from tcvae_tf import methods
+
     root = resolve_root(root)
     rows = []
     for name, entry in sorted(read_index(root)["models"].items()):
         row = {"name": name, "versions": list(entry.get("versions", [])),
                "latest": entry.get("latest"), "path": str(root / name)}
-        for key in ("dataset", "objective", "beta", "arch", "latent_dim", "date", "mig"):
+        for key in ("dataset", "objective", "arch", "latent_dim", "date", "mig"):
             row[key] = entry.get(key)
+        objective, options = model_options(entry)
+        row["options"] = methods.headline(objective, options)
+        row["beta"] = row["options"].get("beta")
         rows.append(row)
     return rows
 
@@ -528,8 +535,8 @@ def _card_entry(model, run_dir, config, metrics, version, description, files):
         "library_versions": {"export": library_versions(),
                              "training": config.get("library_versions")},
         "model": {key: model_config.get(key) for key in (
-            "arch", "objective", "alpha", "beta", "gamma", "estimator", "dataset_size",
-            "posterior", "prior", "likelihood", "kl")},
+            "arch", "objective", "options", "dataset_size", "posterior", "prior",
+            "likelihood")},
         "model_config": model_config,
         "parameters": {"encoder": encoder, "decoder": decoder,
                        "total": encoder["total"] + decoder["total"]},
@@ -542,11 +549,22 @@ def _card_entry(model, run_dir, config, metrics, version, description, files):
     })
 
 
+def model_options(record):
+    """(objective, options) of a card's ``model`` part or an index entry, of any version
+    (version-1 cards hold the options flat)."""
+    from tcvae_tf import methods
+
+    return methods.split_record(record or {})
+
+
 def _index_summary(entry):
+    from tcvae_tf import methods
+
     model = entry.get("model", {})
     dataset = entry.get("dataset") or {}
-    return {"dataset": dataset.get("name"), "objective": model.get("objective"),
-            "beta": model.get("beta"), "arch": model.get("arch"),
+    objective, options = model_options(model)
+    return {"dataset": dataset.get("name"), "objective": objective,
+            "options": methods.headline(objective, options), "arch": model.get("arch"),
             "latent_dim": entry.get("latent_dim"), "date": entry.get("date"),
             "mig": _scalar_metric(entry.get("metrics"))}
 

@@ -34,12 +34,16 @@ def test_architecture_errors():
 
 
 def test_constructor_errors():
-    with pytest.raises(ValueError, match="unknown objective"):
-        BetaTCVAE(objective="factorvae")
+    with pytest.raises(ValueError, match="unknown objective 'nope'; choose one of tcvae, "
+                                         "betavae, vae, factorvae, dipvae1, dipvae2"):
+        BetaTCVAE(objective="nope")
     with pytest.raises(ValueError, match="beta must be >= 0"):
         BetaTCVAE(beta=-1.0)
     with pytest.raises(ValueError, match="unknown estimator"):
         BetaTCVAE(estimator="exact")
+    with pytest.raises(ValueError, match="beta is an option of tcvae .* and betavae .*, "
+                                         "not of vae"):
+        BetaTCVAE(objective="vae", beta=9.0)
 
 
 def _fit(model, images, steps, batch_size=32):
@@ -48,13 +52,14 @@ def _fit(model, images, steps, batch_size=32):
     return model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0).history
 
 
-@pytest.mark.parametrize("objective,estimator", [("tcvae", "mws"), ("tcvae", "mss"),
-                                                  ("betavae", "mws"), ("vae", "mws")])
-def test_training_lowers_the_loss(objective, estimator):
+@pytest.mark.parametrize("objective,options", [
+    ("tcvae", {"estimator": "mws", "beta": 2.0}), ("tcvae", {"estimator": "mss", "beta": 2.0}),
+    ("betavae", {"beta": 2.0}), ("vae", {})])
+def test_training_lowers_the_loss(objective, options):
     keras.utils.set_random_seed(1)
     images = _binary_images(256)
-    model = BetaTCVAE(latent_dim=4, arch="burgess", objective=objective, estimator=estimator,
-                      beta=2.0, dataset_size=256)
+    model = BetaTCVAE(latent_dim=4, arch="burgess", objective=objective, options=options,
+                      dataset_size=256)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     before = model.evaluate(images, batch_size=64, verbose=0, return_dict=True)
     history = _fit(model, images, steps=60)
@@ -64,11 +69,10 @@ def test_training_lowers_the_loss(objective, estimator):
     assert all(np.isfinite(v) for v in after.values())
 
 
-def test_terms_add_up_and_vae_ignores_beta():
+def test_terms_add_up_for_the_vae():
     keras.utils.set_random_seed(2)
     images = _binary_images(64)
-    model = BetaTCVAE(latent_dim=3, arch="burgess", objective="vae", beta=9.0, dataset_size=64)
-    assert model.beta == 1.0
+    model = BetaTCVAE(latent_dim=3, arch="burgess", objective="vae", dataset_size=64)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     terms = model.loss_terms(images)
     np.testing.assert_allclose(terms["loss"], terms["reconstruction"] + terms["kl"], rtol=1e-5)
@@ -120,7 +124,7 @@ def test_save_and_reload_give_identical_outputs(tmp_path, arch):
 
 def test_config_round_trip():
     model = BetaTCVAE(latent_dim=5, arch="burgess", objective="betavae", beta=3.0, kl="analytic",
-                      dataset_size=100, gamma_warmup_steps=7)
+                      dataset_size=100, beta_warmup_steps=7)
     clone = BetaTCVAE.from_config(model.get_config())
     assert clone.get_config() == model.get_config()
 

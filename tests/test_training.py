@@ -47,7 +47,10 @@ def test_run_folder_holds_every_artefact(tmp_path):
         assert os.path.getsize(os.path.join(run_dir, name)) > 0, name
     assert os.listdir(os.path.join(run_dir, "tensorboard"))
     record = json.loads(Path(run_dir, training.CONFIG_FILE).read_text())
-    assert record["train"]["beta"] == 6.0
+    assert record["train"]["objective"] == "tcvae"
+    assert record["train"]["options"] == {"alpha": 1.0, "beta": 6.0, "gamma": 1.0,
+                                          "estimator": "mws", "beta_warmup_steps": 0,
+                                          "gamma_warmup_steps": 0}
     assert record["data"]["name"] == "dsprites-small"
     assert record["data"]["source"] == "rendered"
     assert record["library_versions"]["tensorflow"]
@@ -101,10 +104,14 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("overrides,message", [
-    ({"beta": -1.0}, "beta must be >= 0"),
+    ({"options": {"beta": -1.0}}, "beta must be >= 0"),
     ({"arch": "resnet"}, "unknown arch 'resnet'; choose one of mlp, conv, burgess"),
-    ({"objective": "factorvae"}, "unknown objective"),
-    ({"estimator": "mss", "batch_size": 1}, "MSS estimator needs a batch size of at least 2"),
+    ({"objective": "nope"}, "unknown objective 'nope'; choose one of tcvae, betavae"),
+    ({"options": {"estimator": "mss"}, "batch_size": 1},
+     "MSS estimator needs a batch size of at least 2"),
+    ({"objective": "dipvae2", "options": {"gamma": 1.0}},
+     "gamma is an option of tcvae .* and factorvae .*, not of dipvae2"),
+    ({"objective": "factorvae", "batch_size": 33}, "even batch size of at least 4, got 33"),
 ])
 def test_bad_settings_are_one_line_errors(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -180,8 +187,9 @@ def test_overwrite_leaves_nothing_of_the_old_run(tmp_path):
 
 @pytest.mark.parametrize("name", ["lr", "beta", "alpha", "gamma"])
 def test_non_finite_options_are_refused_before_anything_is_written(tmp_path, name):
+    setting = {name: float("nan")} if name == "lr" else {"options": {name: float("nan")}}
     with pytest.raises(ValueError, match=f"{name} must be a finite number, got nan"):
-        training.train(_config(tmp_path, **{name: float("nan")}), verbose=0)
+        training.train(_config(tmp_path, **setting), verbose=0)
     assert not os.path.exists(tmp_path / "run")
 
 
