@@ -140,6 +140,44 @@ def test_cli_trains_and_reports_errors(tmp_path):
     assert mss.exit_code == 1 and "at least 2" in mss.output
 
 
+@pytest.mark.parametrize("objective,logged", [
+    ("factorvae", {"tc_discriminator", "discriminator_accuracy", "discriminator_loss"}),
+    ("dipvae2", {"dip_off_diagonal", "dip_diagonal"}),
+])
+def test_cli_trains_resumes_evaluates_and_exports_each_method(tmp_path, objective, logged):
+    runner = CliRunner()
+    out = str(tmp_path / objective)
+    common = ["--out", out, "--quiet"]
+    result = runner.invoke(cli, ["train", "dsprites-small", "--objective", objective, "--arch",
+                                 "burgess", "--latent-dim", "2", "--batch-size", "16",
+                                 "--steps", "2", "--checkpoint-every", "2", *common,
+                                 *(["--discriminator-layers", "2", "--discriminator-units",
+                                    "32"] if objective == "factorvae" else [])])
+    assert result.exit_code == 0, result.output
+    record = json.load(open(os.path.join(out, training.CONFIG_FILE)))["train"]
+    assert record["objective"] == objective and record["lr"] == 1e-4
+    assert record["options"] == training.TrainConfig.from_dict(record).options
+    result = runner.invoke(cli, ["train", "dsprites-small", "--resume", "--steps", "3",
+                                 *common])
+    assert result.exit_code == 0, result.output
+    with open(os.path.join(out, training.HISTORY_FILE)) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["step"] for row in rows] == ["2", "3"]
+    assert {"loss", "reconstruction", "kl", "mi", "tc", "dwkl"} | logged == set(rows[0]) - {"step"}
+    result = runner.invoke(cli, ["evaluate", out, "--metric", "active_units", "--quiet"])
+    assert result.exit_code == 0, result.output
+    zoo_root = str(tmp_path / "zoo")
+    result = runner.invoke(cli, ["export", out, "--name", objective, "--zoo-root", zoo_root])
+    assert result.exit_code == 0, result.output
+    listing = runner.invoke(cli, ["zoo", "list", "--zoo-root", zoo_root])
+    headline = "gamma=35" if objective == "factorvae" else "lambda_od=10"
+    assert objective in listing.output and headline in listing.output
+    card = json.load(open(os.path.join(zoo_root, objective, "card.json")))["versions"]["1"]
+    assert card["model"]["objective"] == objective
+    assert set(card["signatures"]) == {"encoder", "decoder"}
+    assert not any("discriminator" in path for path in card["files"])
+
+
 def test_interrupt_saves_a_checkpoint_and_resume_finishes(tmp_path, monkeypatch):
     calls = []
     original = training.runs.append_history
@@ -160,19 +198,30 @@ def test_interrupt_saves_a_checkpoint_and_resume_finishes(tmp_path, monkeypatch)
     assert _history_steps(run_dir) == [4, 8]
 
 
-def test_resumed_run_reproduces_the_uninterrupted_history_exactly(tmp_path):
-    straight = training.train(_config(tmp_path, steps=8, out=str(tmp_path / "straight")),
-                              verbose=0, echo=lambda _: None)
+@pytest.mark.parametrize("method", [
+    {},
+    # Two optimizers, two half-batches, permuted samples: all of it from (seed, step).
+    {"objective": "factorvae", "batch_size": 16,
+     "options": {"discriminator_layers": 2, "discriminator_units": 32}},
+])
+def test_resumed_run_reproduces_the_uninterrupted_history_exactly(tmp_path, method):
+    straight = training.train(_config(tmp_path, steps=8, out=str(tmp_path / "straight"),
+                                      **method), verbose=0, echo=lambda _: None)
     resumed = str(tmp_path / "resumed")
-    training.train(_config(tmp_path, steps=4, out=resumed), verbose=0, echo=lambda _: None)
-    training.train(_config(tmp_path, steps=8, out=resumed), resume=True, verbose=0,
+    training.train(_config(tmp_path, steps=4, out=resumed, **method), verbose=0,
+                   echo=lambda _: None)
+    training.train(_config(tmp_path, steps=8, out=resumed, **method), resume=True, verbose=0,
                    echo=lambda _: None)
     with open(os.path.join(straight, training.HISTORY_FILE)) as a, \
             open(os.path.join(resumed, training.HISTORY_FILE)) as b:
         assert a.read() == b.read()
-    weights = [training.load_model(run).get_weights() for run in (straight, resumed)]
-    for first, second in zip(*weights, strict=True):
+    models = [training.load_model(run) for run in (straight, resumed)]
+    for first, second in zip(*(model.get_weights() for model in models), strict=True):
         np.testing.assert_array_equal(first, second)
+    if method:
+        optimizers = [model.discriminator_optimizer.variables for model in models]
+        for first, second in zip(*optimizers, strict=True):
+            np.testing.assert_array_equal(first.numpy(), second.numpy())
 
 
 def test_overwrite_leaves_nothing_of_the_old_run(tmp_path):
