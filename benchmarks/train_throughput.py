@@ -1,14 +1,18 @@
-"""Training throughput of BetaTCVAE: images/s of full train steps (forward, backward, Adam).
+"""Training throughput: images/s of full train steps (forward, backward, Adam) of a method.
 
 Usage:
     python benchmarks/train_throughput.py --arch mlp --batch-size 2048 --estimator mws --json
     python benchmarks/train_throughput.py --arch mlp --precision fp32,bf16 --windows 5
+    python benchmarks/train_throughput.py --arch burgess --batch-size 64 \
+        --objective tcvae,factorvae,dipvae2
     python benchmarks/train_throughput.py --kl-decomposition --batch-size 2048 --estimator mss
 
 Synthetic binary 64x64 images in memory (the input pipeline is measured separately by
 data_throughput.py). Prints the median images/s over timed windows after warm-up. With
-several precisions (comma-separated), their windows are interleaved in one process so
-that each sees the same load, and the ratio of each to the first is reported.
+several precisions or several objectives (comma-separated), their windows are
+interleaved in one process so that each sees the same load, and the ratio of each to the
+first is reported. Every method runs with its default options (FactorVAE: the 6 x 1000
+discriminator and its Adam); ``--estimator`` is beta-TCVAE's.
 
 With --strategy mirrored --cpu-replicas R it compares the replicated step (R logical CPU
 devices, tf.distribute's MirroredStrategy, the estimators on the global batch) with the
@@ -31,19 +35,20 @@ import time
 
 
 def make_train_step(arch, batch_size, estimator, precision="fp32", jit_compile="auto",
-                    latent_dim=10, seed=0, strategy=None):
-    """Builds a BetaTCVAE and returns a function running its compiled train step.
+                    latent_dim=10, seed=0, strategy=None, objective="tcvae"):
+    """Builds a model and returns a function running its compiled train step.
 
     Args:
       arch: "mlp", "conv" or "burgess".
       batch_size: images per step.
-      estimator: "mws" or "mss".
+      estimator: "mws" or "mss" (beta-TCVAE's estimator; the other methods log MWS).
       precision: "fp32" or "bf16" (Keras mixed_bfloat16); sets the global Keras policy
         while the model is built and its step traced, and restores float32 afterwards.
       jit_compile: "auto" (the training default: off), "on" or "off".
       latent_dim: D.
       seed: seed of the weights and the synthetic images.
       strategy: None, or a tf.distribute strategy to build and run the model under.
+      objective: the method (``tcvae_tf.methods.names()``), with its default options.
 
     Returns:
       (run_steps, jit): run_steps(n) runs n train steps and returns the last loss as a
@@ -54,19 +59,18 @@ def make_train_step(arch, batch_size, estimator, precision="fp32", jit_compile="
     import tensorflow as tf
 
     from tcvae_tf import distribute
-    from tcvae_tf.model import BetaTCVAE
+    from tcvae_tf.model import DisentangledVAE
     from tcvae_tf.training import TrainConfig, _choose_jit, _set_precision
 
     _set_precision(precision)
     keras.utils.set_random_seed(seed)
     config = TrainConfig(arch=arch, jit_compile=jit_compile)
     jit = _choose_jit(config)
+    options = {"estimator": estimator, "beta": 6.0} if objective == "tcvae" else {}
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = BetaTCVAE(latent_dim=latent_dim, arch=arch, estimator=estimator, beta=6.0,
-                          dataset_size=737280)
+        model = DisentangledVAE(latent_dim=latent_dim, arch=arch, objective=objective,
+                                options=options, dataset_size=737280)
         model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit)
-        if strategy is not None:  # fit() would build it first; the slots must be mirrored
-            model.optimizer.build(model.trainable_variables)
     images = np.random.default_rng(seed).random((batch_size, 64, 64, 1)) > 0.9
     batch = tf.constant(images.astype("float32"))
     model.make_train_function()
@@ -198,6 +202,39 @@ def measure_kl_shares(batch_size, estimator, replicas, repeats=5, latent_dim=10)
             "cores": os.cpu_count()}
 
 
+def measure_objectives(arch, batch_size, estimator, objectives, steps=20, windows=5,
+                       warmup=3, jit_compile="auto", latent_dim=10):
+    """Like `measure` for several methods, their windows interleaved in one process.
+
+    Each entry of ``objectives`` is a method name, or ``NAME:BATCH`` for a batch size of
+    its own (FactorVAE's VAE term sees half its batch: ``factorvae:128`` decodes as many
+    images per step as ``tcvae`` at 64).
+    """
+    runners, batches = {}, {}
+    for spec in objectives:
+        objective, _, batch = spec.partition(":")
+        batches[spec] = int(batch) if batch else batch_size
+        runners[spec] = make_train_step(arch, batches[spec], estimator, "fp32", jit_compile,
+                                        latent_dim, objective=objective)
+        runners[spec][0](warmup)
+    rates = {spec: [] for spec in objectives}
+    for _ in range(windows):
+        for spec, (run_steps, _) in runners.items():
+            rates[spec].append(timed_window(run_steps, steps, batches[spec]))
+    first = statistics.median(rates[objectives[0]])
+    first_steps = first / batches[objectives[0]]
+    return [{
+        "arch": arch, "batch_size": batches[spec], "objective": spec.partition(":")[0],
+        "estimator": estimator, "precision": "fp32", "jit_compile": runners[spec][1],
+        "steps_per_window": steps, "windows": windows,
+        "images_per_second": statistics.median(rates[spec]),
+        "images_per_second_windows": rates[spec], "cores": os.cpu_count(),
+        f"ratio_to_{objectives[0]}": statistics.median(rates[spec]) / first,
+        f"steps_ratio_to_{objectives[0]}":
+            statistics.median(rates[spec]) / batches[spec] / first_steps,
+    } for spec in objectives]
+
+
 def measure_kl_decomposition(batch_size, estimator, repeats=5, latent_dim=10):
     """Seconds per forward + backward of kl_decomposition against the direct formulation."""
     import numpy as np
@@ -258,6 +295,9 @@ def main():
     parser.add_argument("--arch", default="mlp")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--estimator", default="mws")
+    parser.add_argument("--objective", default="tcvae",
+                        help="a method, or several comma-separated (interleaved, fp32); "
+                             "NAME:BATCH gives one its own batch size")
     parser.add_argument("--precision", default="fp32",
                         help="fp32, bf16, or several comma-separated (interleaved)")
     parser.add_argument("--jit", default="auto", help="auto, on or off")
@@ -314,7 +354,11 @@ def main():
                   f"({result['speedup_over_direct_xla']:.1f}x with XLA)")
         return
     precisions = args.precision.split(",")
-    if len(precisions) == 1:
+    objectives = args.objective.split(",")
+    if len(objectives) > 1 or objectives[0] != "tcvae":
+        results = measure_objectives(args.arch, args.batch_size, args.estimator, objectives,
+                                     args.steps, args.windows, jit_compile=args.jit)
+    elif len(precisions) == 1:
         results = [measure(args.arch, args.batch_size, args.estimator, precisions[0],
                            args.steps, args.windows, jit_compile=args.jit)]
     else:
@@ -325,8 +369,9 @@ def main():
             print(json.dumps(result))
             continue
         ratio = "".join(f", {key} {value:.2f}" for key, value in result.items()
-                        if key.startswith("ratio_to_"))
-        print(f"{result['arch']} batch {result['batch_size']} {result['estimator']} "
+                        if key.startswith(("ratio_to_", "steps_ratio_to_")))
+        method = f"{result['objective']} " if "objective" in result else ""
+        print(f"{result['arch']} batch {result['batch_size']} {method}{result['estimator']} "
               f"{result['precision']} jit={result['jit_compile']}: "
               f"{result['images_per_second']:.0f} images/s (median of {args.windows} windows, "
               f"{result['cores']} cores{ratio})")

@@ -13,7 +13,7 @@ from tcvae_tf import __version__
 # command name -> (module inside tcvae_tf.cli, attribute, one-line help)
 COMMANDS = {
     "data": ("data_cmd", "data", "Inspect ground-truth datasets (source, size, factors, samples)."),
-    "train": ("train_cmd", "train", "Train a beta-TCVAE, beta-VAE or VAE on a dataset."),
+    "train": ("train_cmd", "train", "Train a beta-TCVAE, beta-VAE, FactorVAE, DIP-VAE or VAE."),
     "evaluate": ("evaluate_cmd", "evaluate", "Compute MIG, the ELBO and other metrics of a model."),
     "plot": ("plot_cmd", "plot", "Draw traversals, reconstructions and latent-vs-factor figures."),
     "sweep": ("sweep_cmd", "sweep", "Train and evaluate a grid of settings (seeds, betas, ...) "

@@ -416,3 +416,11 @@ def test_the_published_v1_models_load_and_evaluate(small_dsprites):
             evaluable, small_dsprites.images[:64], batch_size=32)
         assert loc.shape == (64, 10)
         assert np.all(np.isfinite(loc)) and np.all(np.isfinite(log_likelihood))
+
+
+def test_the_readme_lists_every_method_and_option():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name, method in methods.METHODS.items():
+        assert f"| {method.title} | `{name}` |" in readme, name
+        for option in method.options:
+            assert f"`{option.flag}`" in readme, option.flag

@@ -83,7 +83,6 @@ class FactorVAE(Method):
         return tf.cast(model.discriminator(z, training=training)[:, 0], tf.float32)
 
     def regulariser(self, model, z, loc, log_scale, terms, step, share):
-        from tcvae_tf import objectives
 
         logits = self.logits(model, z)
         tc = share.mean(logits)  # objectives.density_ratio_tc over the global batch
