@@ -111,7 +111,7 @@ def test_card_records_run_metrics_parameters_and_checksums(published):
     assert entry["metrics"]["mig_sampling"] == METRICS["mig_sampling"]
     assert entry["latent_dim"] == LATENT_DIM
     assert entry["image_shape"] == [64, 64, 1]
-    assert entry["model"]["objective"] == "tcvae" and entry["model"]["beta"] == 6.0
+    assert entry["model"]["objective"] == "tcvae" and entry["model"]["options"]["beta"] == 6.0
     assert entry["posterior"]["family"] == "normal"
     assert "standard deviation" in entry["posterior"]["log_scale"]
     assert entry["parameters"]["encoder"]["total"] == model.encoder.count_params()
