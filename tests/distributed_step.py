@@ -4,17 +4,19 @@ Run as a script (the CPU must be split before TensorFlow initialises its devices
 tests start it in a subprocess): prints one JSON object per case with the largest relative
 difference of the updated weights, of the updates, and of the reported loss terms.
 
-    python tests/distributed_step.py --replicas 2 tcvae-mws tcvae-mss betavae conv
+    python tests/distributed_step.py --replicas 2 tcvae-mws tcvae-mss betavae dipvae2 conv
 """
 
 import argparse
 import json
 
 CASES = {
-    "tcvae-mws": dict(objective="tcvae", estimator="mws", arch="mlp"),
-    "tcvae-mss": dict(objective="tcvae", estimator="mss", arch="mlp"),
-    "betavae": dict(objective="betavae", estimator="mws", arch="mlp"),
-    "conv": dict(objective="tcvae", estimator="mss", arch="conv"),
+    "tcvae-mws": dict(objective="tcvae", options={"estimator": "mws", "beta": 6.0}, arch="mlp"),
+    "tcvae-mss": dict(objective="tcvae", options={"estimator": "mss", "beta": 6.0}, arch="mlp"),
+    "betavae": dict(objective="betavae", options={"beta": 6.0}, arch="mlp"),
+    # The covariance penalty is the global batch's (each replica holds 1/R of it).
+    "dipvae2": dict(objective="dipvae2", options={"kl": "sampled"}, arch="mlp"),
+    "conv": dict(objective="tcvae", options={"estimator": "mss", "beta": 6.0}, arch="conv"),
 }
 # The conv networks run in float64: in float32 their BatchNorm gradients differ by ~1e-3
 # between TensorFlow's two BatchNorm kernels on one device already (cancellation in the
@@ -34,7 +36,7 @@ def one_step(case, strategy, weights, images, lr):
     from tcvae_tf.model import BetaTCVAE
 
     with strategy.scope() if strategy else contextlib.nullcontext():
-        model = BetaTCVAE(latent_dim=4, beta=6.0, dataset_size=1000, **CASES[case])
+        model = BetaTCVAE(latent_dim=4, dataset_size=1000, **CASES[case])
         if weights is not None:
             model.set_weights(weights)
         model.compile(optimizer=keras.optimizers.SGD(lr))
@@ -71,8 +73,7 @@ def main():
     for case in args.cases:
         keras.mixed_precision.set_global_policy(POLICIES.get(case, "float32"))
         keras.utils.set_random_seed(0)
-        initial = BetaTCVAE(latent_dim=4, beta=6.0, dataset_size=1000,
-                            **CASES[case]).get_weights()
+        initial = BetaTCVAE(latent_dim=4, dataset_size=1000, **CASES[case]).get_weights()
         single, single_logs = one_step(case, None, initial, images, args.lr)
         replicated, replicated_logs = one_step(case, strategy, initial, images, args.lr)
         pairs = list(zip(replicated.get_weights(), single.get_weights(), initial, strict=True))

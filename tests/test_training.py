@@ -154,7 +154,7 @@ def test_cli_trains_resumes_evaluates_and_exports_each_method(tmp_path, objectiv
                                  *(["--discriminator-layers", "2", "--discriminator-units",
                                     "32"] if objective == "factorvae" else [])])
     assert result.exit_code == 0, result.output
-    record = json.load(open(os.path.join(out, training.CONFIG_FILE)))["train"]
+    record = json.loads(Path(out, training.CONFIG_FILE).read_text())["train"]
     assert record["objective"] == objective and record["lr"] == 1e-4
     assert record["options"] == training.TrainConfig.from_dict(record).options
     result = runner.invoke(cli, ["train", "dsprites-small", "--resume", "--steps", "3",
@@ -172,7 +172,7 @@ def test_cli_trains_resumes_evaluates_and_exports_each_method(tmp_path, objectiv
     listing = runner.invoke(cli, ["zoo", "list", "--zoo-root", zoo_root])
     headline = "gamma=35" if objective == "factorvae" else "lambda_od=10"
     assert objective in listing.output and headline in listing.output
-    card = json.load(open(os.path.join(zoo_root, objective, "card.json")))["versions"]["1"]
+    card = json.loads(Path(zoo_root, objective, "card.json").read_text())["versions"]["1"]
     assert card["model"]["objective"] == objective
     assert set(card["signatures"]) == {"encoder", "decoder"}
     assert not any("discriminator" in path for path in card["files"])

@@ -470,7 +470,7 @@ def test_zoo_show_is_a_readable_table_and_json_has_everything(published):
     for label in ("dataset", "factors", "objective", "network", "training", "parameters",
                   "encoder", "decoder", "log_scale"):
         assert label in labels, shown.output
-    assert "beta-TCVAE: alpha 1.0, beta 6.0, gamma 1.0, MWS estimator" in shown.output
+    assert "beta-TCVAE (tcvae): alpha=1, beta=6, gamma=1, estimator=mws" in shown.output
     assert "images [batch, 64, 64, 1] -> mean, log_scale, sample" in shown.output
     assert all(len(line) <= 120 for line in lines if str(root) not in line), shown.output
     # seeds, timings, library versions and checksums only in --json
