@@ -43,7 +43,9 @@ def test_grid_values_are_converted_by_the_train_options():
     (["seed=0,,1"], "empty value"),
     (["seed=zero"], "seed=zero: 'zero' is not a valid integer"),
     (["arch=mlp,resnet"], "trial arch-resnet: unknown arch 'resnet'"),
-    (["beta=-1"], "trial beta--1: beta must be >= 0"),
+    (["beta=-1"], "trial beta--1: --beta must be >= 0"),
+    (["objective=tcvae,dipvae2", "beta=6"],
+     "trial objective-dipvae2_beta-6: --beta is an option of tcvae"),
     (["seed=0,0"], "a value is repeated"),
     (["seed"], "is not NAME=V1,V2"),
 ])
