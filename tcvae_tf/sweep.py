@@ -159,8 +159,11 @@ def claim_folder(out, dataset, grid, fixed):
         for key in ("dataset", "grid", "fixed"):
             before, now = stored.get(key), spec[key]
             if key == "fixed":
-                # Options added or dropped by another version of tcvae-tf do not count.
-                shared = set(before or {}) & set(now)
+                # Options added or dropped by another version of tcvae-tf do not count, nor
+                # do options not given now (None: the method's default, which an earlier
+                # version wrote out).
+                shared = {name for name in set(before or {}) & set(now)
+                          if now[name] is not None}
                 before = {name: before[name] for name in shared}
                 now = {name: now[name] for name in shared}
             if before != now:

@@ -68,6 +68,8 @@ def test_a_different_grid_or_option_is_refused(tmp_path):
     # an option that another version of the library did not know does not count
     sweep.claim_folder(out, "dsprites-small", {"seed": [0, 1]},
                        {"beta": 6.0, "steps": 8, "new_option": 1})
+    # an option not given now (None) is the method's default, written out by older versions
+    sweep.claim_folder(out, "dsprites-small", {"seed": [0, 1]}, {"beta": None, "steps": 8})
     with pytest.raises(sweep.SweepError, match="grid differs: seed was"):
         sweep.claim_folder(out, "dsprites-small", {"seed": [0, 1, 2]}, {"beta": 6.0, "steps": 8})
     with pytest.raises(sweep.SweepError, match="fixed differs: beta was 6.0, now 4.0"):
