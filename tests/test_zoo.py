@@ -361,8 +361,9 @@ def test_evaluate_and_plot_name_a_damaged_file_as_verify_does(zoo_copy):
     zoo.load_decoder(NAME, root=root)  # the intact network still loads
 
 
-def test_a_saved_model_that_does_not_load_is_one_line(zoo_copy):
-    root, _, _ = zoo_copy
+def _break_decoder_graph_keeping_its_checksum(root):
+    """Replaces the decoder's graph by junk and records the junk's sha256 in the card, so
+    that only loading the SavedModel finds the damage."""
     broken = root / NAME / "decoder" / "1" / "saved_model.pb"
     broken.write_bytes(b"not a saved model")
     card_path = root / NAME / "card.json"
@@ -370,6 +371,11 @@ def test_a_saved_model_that_does_not_load_is_one_line(zoo_copy):
     card["versions"]["1"]["files"]["decoder/1/saved_model.pb"] = hashlib.sha256(
         broken.read_bytes()).hexdigest()
     card_path.write_text(json.dumps(card))
+
+
+def test_a_saved_model_that_does_not_load_is_one_line(zoo_copy):
+    root, _, _ = zoo_copy
+    _break_decoder_graph_keeping_its_checksum(root)
     (problem,) = zoo.verify(root=root)
     with pytest.raises(zoo.DamagedModelError) as raised:
         zoo.load_decoder(NAME, root=root)
@@ -379,13 +385,7 @@ def test_a_saved_model_that_does_not_load_is_one_line(zoo_copy):
 def test_verify_loads_each_saved_model(zoo_copy):
     root, _, _ = zoo_copy
     # A broken graph whose checksum was updated in the card: only the load catches it.
-    broken = root / NAME / "decoder" / "1" / "saved_model.pb"
-    broken.write_bytes(b"not a saved model")
-    card_path = root / NAME / "card.json"
-    card = json.loads(card_path.read_text())
-    card["versions"]["1"]["files"]["decoder/1/saved_model.pb"] = hashlib.sha256(
-        broken.read_bytes()).hexdigest()
-    card_path.write_text(json.dumps(card))
+    _break_decoder_graph_keeping_its_checksum(root)
     (problem,) = zoo.verify(root=root)
     assert f"{NAME} v1 decoder" in problem and "does not load" in problem
     assert zoo.verify(root=root, load=False) == []
