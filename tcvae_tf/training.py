@@ -143,11 +143,8 @@ def library_versions():
             "numpy": numpy.__version__, "python": platform.python_version()}
 
 
-def atomic_save_model(model, path):
-    """Saves a Keras model (with optimizer state) to ``path`` through a rename."""
-    runs.save_model(model, path)
-
-
+# Run-folder functions, kept here for code written against earlier versions.
+atomic_save_model = runs.save_model
 read_config = runs.read_config
 load_model = runs.load_model
 
