@@ -27,6 +27,8 @@ import argparse
 import json
 import os
 
+from tcvae_tf import methods
+
 TERMS = ("loss", "reconstruction", "kl", "mi", "tc", "dwkl")
 
 
@@ -98,7 +100,7 @@ def train_curves(dataset, arch, precision, seed, steps, batch_size, jit_compile,
             model.reset_metrics()  # the trackers then hold this step's values only
             logs = model.train_function(iterator)
             for term in TERMS:
-                curves[term].append(float(logs[term]))
+                curves[term].append(float(logs[methods.LOGGED_NAMES.get(term, term)]))
         weights = np.concatenate([np.ravel(w) for w in model.get_weights()[:2]])
         dtypes["finite_weights"] = bool(np.all(np.isfinite(weights)))
         return curves, dtypes, pairs

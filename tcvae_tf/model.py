@@ -86,8 +86,9 @@ class DisentangledVAE(keras.Model):
         self.encoder = architectures.build_encoder(arch, self.latent_dim, self.image_shape)
         self.decoder = architectures.build_decoder(arch, self.latent_dim, self.image_shape)
         self.method.build(self)
-        self._trackers = {name: keras.metrics.Mean(name=name)
-                          for name in (*methods.BASE_TERMS, *self.method.logged)}
+        # Keyed by term; named as logged (the minibatch estimates say so in their names).
+        self._trackers = {term: keras.metrics.Mean(name=methods.LOGGED_NAMES.get(term, term))
+                          for term in (*methods.BASE_TERMS, *self.method.logged)}
         self.built = True
 
     def get_config(self):
@@ -259,7 +260,7 @@ class DisentangledVAE(keras.Model):
         for name, value in reported.items():
             self._trackers[name].update_state(value)
         return distribute.step_logs(
-            {name: tracker.result() for name, tracker in self._trackers.items()})
+            {tracker.name: tracker.result() for tracker in self._trackers.values()})
 
     def scaled_loss(self, loss):
         """The loss as the optimizer differentiates it (scaled under float16 loss scaling)."""

@@ -28,6 +28,7 @@ import re
 import shutil
 
 from tcvae_tf.files import atomic_write, atomic_write_text, sha256_file
+from tcvae_tf.methods.base import LOGGED_NAMES
 
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
@@ -217,7 +218,9 @@ def append_history(run_dir, step, logs):
     """Appends one row (the step and the window's values) to history.csv.
 
     The columns are fixed by the file's first row; a value the header lacks is dropped
-    and a column the row lacks is left empty, so runs of every version stay readable.
+    and a column the row lacks is left empty, so runs of every version stay readable. A
+    run resumed from a history written under the short names (``mi``, ``tc``, ``dwkl``)
+    keeps writing its minibatch estimates into those columns.
     """
     path = os.path.join(run_dir, HISTORY_FILE)
     header = None
@@ -229,11 +232,17 @@ def append_history(run_dir, step, logs):
             header = ["step", *sorted(logs)]
             handle.write(",".join(header) + "\n")
         values = {"step": str(int(step)), **{k: f"{float(v):.6g}" for k, v in logs.items()}}
+        for short, logged in LOGGED_NAMES.items():
+            if logged in values and logged not in header and short in header:
+                values[short] = values.pop(logged)
         handle.write(",".join(values.get(name, "") for name in header) + "\n")
 
 
 def read_history(run_dir):
-    """The rows of history.csv as dicts of floats (step as int); [] when there is none."""
+    """The rows of history.csv as dicts of floats (step as int); [] when there is none.
+
+    Columns of earlier versions come under today's names (``tc`` as ``minibatch_tc``).
+    """
     path = os.path.join(run_dir, HISTORY_FILE)
     if not os.path.isfile(path):
         return []
@@ -244,6 +253,7 @@ def read_history(run_dir):
             for key, value in row.items():
                 if key is None or value in (None, ""):
                     continue
+                key = LOGGED_NAMES.get(key, key)
                 parsed[key] = int(value) if key == "step" else float(value)
             if "step" in parsed:
                 rows.append(parsed)

@@ -203,12 +203,16 @@ def format_duration(seconds):
 
 
 def progress_line(step, total_steps, images_per_second, logs=None):
-    """One line of training progress: steps out of the total, images/s, ETA and the loss."""
+    """One line of training progress: steps out of the total, images/s, the loss, the KL
+    and the minibatch estimate of the TC (labelled as such: `tcvae-tf evaluate` reports
+    the dataset's)."""
     parts = [f"step {step}/{total_steps}"]
     if images_per_second:
         parts.append(f"{images_per_second:,.0f} img/s")
-    if logs and "loss" in logs:
-        parts.append(f"loss {float(logs['loss']):.4g}")
+    logs = logs or {}
+    for name, label in (("loss", "loss"), ("kl", "kl"), ("minibatch_tc", "minibatch tc")):
+        if name in logs:
+            parts.append(f"{label} {float(logs[name]):.4g}")
     return " | ".join(parts)
 
 

@@ -14,6 +14,9 @@ from tcvae_tf import training
 from tcvae_tf.cli.main import cli
 from tcvae_tf.training import TrainConfig, TrainingError, fit_plan
 
+# The decomposition's terms as training logs them: estimates from one minibatch.
+MINIBATCH = ("minibatch_mi", "minibatch_tc", "minibatch_dwkl")
+
 
 def _config(tmp_path, **overrides):
     settings = dict(dataset="dsprites-small", arch="burgess", latent_dim=3, batch_size=32,
@@ -56,7 +59,8 @@ def test_run_folder_holds_every_artefact(tmp_path):
     assert record["library_versions"]["tensorflow"]
     with open(os.path.join(run_dir, training.HISTORY_FILE)) as handle:
         rows = list(csv.DictReader(handle))
-    assert {"loss", "reconstruction", "kl", "mi", "tc", "dwkl"} <= set(rows[0])
+    assert {"loss", "reconstruction", "kl", *MINIBATCH} <= set(rows[0])
+    assert not {"mi", "tc", "dwkl"} & set(rows[0])
     model = training.load_model(run_dir)
     assert int(model.optimizer.iterations) == 6
 
@@ -163,7 +167,7 @@ def test_cli_trains_resumes_evaluates_and_exports_each_method(tmp_path, objectiv
     with open(os.path.join(out, training.HISTORY_FILE)) as handle:
         rows = list(csv.DictReader(handle))
     assert [row["step"] for row in rows] == ["2", "3"]
-    assert {"loss", "reconstruction", "kl", "mi", "tc", "dwkl"} | logged == set(rows[0]) - {"step"}
+    assert {"loss", "reconstruction", "kl", *MINIBATCH} | logged == set(rows[0]) - {"step"}
     result = runner.invoke(cli, ["evaluate", out, "--metric", "active_units", "--quiet"])
     assert result.exit_code == 0, result.output
     zoo_root = str(tmp_path / "zoo")
@@ -288,4 +292,33 @@ def test_progress_is_plain_lines_when_not_a_terminal(tmp_path):
     lines = stream.getvalue().splitlines()
     assert [line.split(" | ")[0] for line in lines] == ["step 4/6", "step 6/6"]
     assert all("img/s" in line and "ETA" in line for line in lines)
+    assert all(" | minibatch tc " in line and " | kl " in line for line in lines)
     assert "\033" not in stream.getvalue() and "\r" not in stream.getvalue()
+
+
+def test_minibatch_estimates_are_named_as_such_in_tensorboard(tmp_path):
+    import tensorflow as tf
+
+    run_dir = training.train(_config(tmp_path, steps=4), verbose=0, echo=lambda _: None)
+    tags = set()
+    for event_file in Path(run_dir, "tensorboard").rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            tags.update(value.tag for value in event.summary.value)
+    assert {"epoch_minibatch_tc", "epoch_minibatch_mi", "epoch_minibatch_dwkl"} <= tags
+    assert not {"epoch_tc", "epoch_mi", "epoch_dwkl"} & tags
+
+
+def test_a_run_with_the_short_history_names_resumes_into_its_columns(tmp_path):
+    run_dir = training.train(_config(tmp_path, steps=4), verbose=0, echo=lambda _: None)
+    path = Path(run_dir, training.HISTORY_FILE)
+    header, *rows = path.read_text().splitlines()
+    path.write_text("\n".join([header.replace("minibatch_", ""), *rows]) + "\n")
+    training.train(_config(tmp_path, steps=8), resume=True, verbose=0, echo=lambda _: None)
+    with open(path) as handle:
+        written = list(csv.DictReader(handle))
+    assert [row["step"] for row in written] == ["4", "8"]
+    assert all(row["tc"] and row["mi"] and row["dwkl"] for row in written)
+    assert not any(name in written[0] for name in MINIBATCH)
+    read = training.runs.read_history(run_dir)
+    assert all(set(MINIBATCH) <= set(row) for row in read)
+    assert read[1]["minibatch_tc"] == float(written[1]["tc"])

@@ -26,13 +26,13 @@ methods.resolve_options("factorvae", {"gamma": 10})    # every option, defaults 
 Importing this package does not import TensorFlow.
 """
 
-from tcvae_tf.methods.base import BASE_TERMS, KL_KINDS, Method, Option
+from tcvae_tf.methods.base import BASE_TERMS, KL_KINDS, LOGGED_NAMES, Method, Option
 from tcvae_tf.methods.betavae import VAE, BetaVAE
 from tcvae_tf.methods.dipvae import DIPVAE1, DIPVAE2
 from tcvae_tf.methods.factorvae import FactorVAE
 from tcvae_tf.methods.tcvae import BetaTCVAEMethod
 
-__all__ = ["BASE_TERMS", "KL_KINDS", "METHODS", "Method", "Option", "get", "names"]
+__all__ = ["BASE_TERMS", "KL_KINDS", "LOGGED_NAMES", "METHODS", "Method", "Option", "get", "names"]
 
 METHODS = {method.name: method for method in (
     BetaTCVAEMethod, BetaVAE, VAE, FactorVAE, DIPVAE1, DIPVAE2)}

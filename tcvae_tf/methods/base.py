@@ -21,6 +21,11 @@ import numbers
 
 # The loss terms every method reports (history.csv, TensorBoard); a method adds its own.
 BASE_TERMS = ("loss", "reconstruction", "kl", "mi", "tc", "dwkl")
+# The names the decomposition's terms are logged under. They are estimates from one
+# minibatch (q(z) from M of the N images), not the dataset's decomposition that
+# `tcvae-tf evaluate` reports, and their names say so. history.csv files written before
+# carry the short names; tcvae_tf.runs reads both.
+LOGGED_NAMES = {"mi": "minibatch_mi", "tc": "minibatch_tc", "dwkl": "minibatch_dwkl"}
 KL_KINDS = ("sampled", "analytic")
 
 
