@@ -102,14 +102,24 @@ def train(dataset, resume, overwrite, quiet, strategy, cpu_replicas, **options):
     another method; each takes only its own options. A run folder keeps config.json,
     history.csv, TensorBoard logs, checkpoints, model.keras and samples.png.
     """
-    from tcvae_tf import distribute, training
+    import dataclasses
+    import os
+
+    from tcvae_tf import distribute, methods, training
 
     if options["epochs"] is None and options["steps"] is None and not resume:
         options["epochs"] = 50
     try:
         config = config_from_options(dataset, **options)
-        if cpu_replicas and not resume:
-            distribute.check_batch_size(config.batch_size, cpu_replicas)
+        # Everything that needs no TensorFlow is checked before it loads (seconds).
+        chief = (strategy != "multiworker"
+                 or distribute.parse_tf_config(os.environ.get("TF_CONFIG")).is_chief)
+        _, checked = training.resolve_run(dataclasses.replace(config), resume,
+                                          overwrite or not chief)
+        if cpu_replicas:
+            distribute.check_batch_size(checked.batch_size, cpu_replicas)
+            methods.get(checked.objective).check_training(checked.options, checked.batch_size,
+                                                          cpu_replicas)
         # Before any other TensorFlow work: the CPU split and the collectives come first.
         strategy = distribute.make_strategy(strategy, cpu_replicas)
         training.train(config, resume=resume, overwrite=overwrite, verbose=0 if quiet else 1,

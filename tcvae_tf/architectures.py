@@ -24,7 +24,10 @@ References:
 import keras
 from keras import layers
 
-ARCHITECTURES = ("mlp", "conv", "burgess")
+from tcvae_tf.choices import ARCHITECTURES
+
+__all__ = ["ARCHITECTURES", "BatchNormalization", "build_decoder", "build_discriminator",
+           "build_encoder"]
 IMAGE_SIZE = 64
 
 

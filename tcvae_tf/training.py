@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from tcvae_tf import distribute, methods, runs
+from tcvae_tf import choices, distribute, methods, runs
 
 # Run-folder names, kept here for code written against earlier versions.
 CONFIG_FILE = runs.CONFIG_FILE
@@ -27,7 +27,7 @@ HISTORY_FILE = runs.HISTORY_FILE
 CHECKPOINT_FILE = runs.CHECKPOINT_FILE
 MODEL_FILE = runs.MODEL_FILE
 SAMPLES_FILE = runs.SAMPLES_FILE
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = choices.PRECISIONS
 
 # A run that cannot start or continue; the message is one line for the user.
 TrainingError = runs.RunError
@@ -81,15 +81,13 @@ class TrainConfig:
 
     def validate(self):
         """Raises ValueError with a one-line message for any impossible setting."""
-        from tcvae_tf import architectures
-
         method = methods.get(self.objective)
         self.options = methods.resolve_options(self.objective, self.options)
-        choices = {
-            "arch": architectures.ARCHITECTURES, "precision": PRECISIONS,
-            "jit_compile": ("auto", "on", "off"),
+        named = {
+            "arch": choices.ARCHITECTURES, "precision": choices.PRECISIONS,
+            "jit_compile": choices.JIT_MODES,
         }
-        for name, allowed in choices.items():
+        for name, allowed in named.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; "
                                  f"choose one of {', '.join(allowed)}")
@@ -338,8 +336,16 @@ def write_samples(model, images, path, seed=0):
     plt.close(fig)
 
 
-def _resolve(config, resume, overwrite):
-    """The run folder and the config to run (a resumed run's stored config wins)."""
+def resolve_run(config, resume=False, overwrite=False):
+    """The run folder and the config to run (a resumed run's stored config wins).
+
+    Needs no TensorFlow: the CLI calls it before TensorFlow loads, so that a bad option,
+    a folder that already holds a run or nothing to resume is a one-line error at once.
+
+    Raises:
+      TrainingError: nothing to resume, or a run in the way (without ``overwrite``).
+      ValueError: an impossible setting.
+    """
     run_dir = config.out or config.default_out()
     has_run = runs.is_run(run_dir)
     if resume:
@@ -426,7 +432,7 @@ def train(config, resume=False, overwrite=False, verbose=1, echo=print, stream=N
     """
     chief = distribute.is_chief(strategy)
     # Only the chief refuses a folder that holds a run: it may be the chief's own, just begun.
-    run_dir, config = _resolve(config, resume, overwrite or not chief)
+    run_dir, config = resolve_run(config, resume, overwrite or not chief)
     stream = sys.stdout if stream is None else stream
     distribute.check_batch_size(config.batch_size, strategy)
     methods.get(config.objective).check_training(config.options, config.batch_size,

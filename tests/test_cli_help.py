@@ -1,4 +1,5 @@
-"""`tcvae-tf --help` and every subcommand's --help run without importing TensorFlow.
+"""`tcvae-tf --help` and every subcommand's --help run without importing TensorFlow, and
+`tcvae-tf train` refuses bad options before it imports TensorFlow.
 
 Each help is invoked through Click's CliRunner in a fresh interpreter, which then reports
 the heavy modules it imported; the test asserts none of them was. (Wall-clock times are
@@ -86,3 +87,24 @@ def test_the_check_detects_an_import():
     script = HELP_SCRIPT.replace("from click.testing", "import tensorflow\nfrom click.testing")
     report = run_python(script, "--help")
     assert "tensorflow" in report["heavy"]
+
+
+@pytest.mark.parametrize("options,message", [
+    (["--lr", "-1"], "learning rate must be > 0"),
+    (["--beta", "nan"], "--beta must be a finite number"),
+    (["--arch", "resnet"], "unknown arch 'resnet'"),
+    (["--objective", "factorvae", "--alpha", "2"], "--alpha is an option of tcvae"),
+    (["--keep-every", "7"], "keep-every must be a positive multiple"),
+    (["--resume", "--out", "{tmp}/none"], "nothing to resume"),
+    (["--out", "{tmp}/taken"], "already holds a run"),
+    (["--objective", "factorvae", "--cpu-replicas", "2"], "factorvae trains on one device"),
+])
+def test_train_refuses_bad_options_before_importing_tensorflow(tmp_path, options, message):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "config.json").write_text('{"train": {}}')
+    options = [option.replace("{tmp}", str(tmp_path)) for option in options]
+    report = run_python(HELP_SCRIPT, "train", "dsprites-small", *options)
+    assert report["exit_code"] == 1
+    assert report["output"].startswith("Error: ") and message in report["output"]
+    assert len(report["output"].strip().splitlines()) == 1
+    assert report["heavy"] == []
