@@ -110,6 +110,8 @@ def train(dataset, resume, overwrite, quiet, strategy, cpu_replicas, **options):
     if options["epochs"] is None and options["steps"] is None and not resume:
         options["epochs"] = 50
     try:
+        if resume:
+            _agree_with_the_resumed_run(dataset, options)
         config = config_from_options(dataset, **options)
         # Everything that needs no TensorFlow is checked before it loads (seconds).
         chief = (strategy != "multiworker"
@@ -126,6 +128,46 @@ def train(dataset, resume, overwrite, quiet, strategy, cpu_replicas, **options):
                        echo=lambda message: click.echo(message, err=True), strategy=strategy)
     except (ValueError, OSError, training.TrainingError) as error:
         _fail(error)
+
+
+def _agree_with_the_resumed_run(dataset, options):
+    """--resume continues the stored run as it was configured: its objective unless one is
+    given, and an option given on the command line must equal the run's (only --steps and
+    --epochs change it). Updates ``options`` in place; raises ValueError (one line)."""
+    from click.core import ParameterSource
+
+    from tcvae_tf import runs, training
+
+    out = options.get("out")
+    if not out or not runs.is_run(out):
+        return  # resolve_run says there is nothing to resume
+    stored = training.TrainConfig.from_dict(runs.read_config(out)["train"])
+    context = click.get_current_context()
+    given = [name for name in options
+             if context.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
+                                                       ParameterSource.ENVIRONMENT)]
+    if "objective" not in given:
+        options["objective"] = stored.objective
+    config = config_from_options(dataset, **dict(options))
+    pairs = [("dataset", dataset, stored.dataset)]
+    for name in given:
+        if name in (*RUN_CONTROL_OPTIONS, "steps", "epochs", "objective", "warmup_steps"):
+            continue
+        if name in config.options or name in stored.options:
+            pairs.append((name, config.options.get(name), stored.options.get(name)))
+        else:
+            pairs.append((name, getattr(config, name), getattr(stored, name)))
+    if "objective" in given:
+        pairs.append(("objective", config.objective, stored.objective))
+    if "warmup_steps" in given:
+        pairs += [(name, config.options[name], stored.options.get(name))
+                  for name in WARMUP_OPTIONS if name in config.options]
+    flags = {param.name: param.opts[0] for param in context.command.params}
+    for name, value, kept in pairs:
+        if value != kept:
+            flag = flags.get(name, "--" + name.replace("_", "-"))
+            raise ValueError(f"{flag} {value} differs from the run's {kept}: --resume continues "
+                             f"{out} as configured (only --steps or --epochs change it)")
 
 
 # Options of `train` that say how to run, not what to train (a sweep sets them itself).

@@ -322,3 +322,31 @@ def test_a_run_with_the_short_history_names_resumes_into_its_columns(tmp_path):
     read = training.runs.read_history(run_dir)
     assert all(set(MINIBATCH) <= set(row) for row in read)
     assert read[1]["minibatch_tc"] == float(written[1]["tc"])
+
+
+def test_resume_takes_the_runs_objective_and_refuses_options_that_differ(tmp_path):
+    runner = CliRunner()
+    out = str(tmp_path / "run")
+    small = ["--discriminator-layers", "2", "--discriminator-units", "32"]
+    result = runner.invoke(cli, ["train", "dsprites-small", "--objective", "factorvae",
+                                 "--arch", "burgess", "--latent-dim", "2", "--batch-size",
+                                 "16", "--steps", "2", "--checkpoint-every", "2", "--out", out,
+                                 "--quiet", *small])
+    assert result.exit_code == 0, result.output
+    for options, message in [
+            (["--lr", "0.5"], "--lr 0.5 differs from the run's 0.0001"),
+            (["--discriminator-units", "64"], "--discriminator-units 64 differs from the "
+                                              "run's 32"),
+            (["--objective", "tcvae"], "--objective tcvae differs from the run's factorvae"),
+            (["--jit", "on"], "--jit on differs from the run's auto")]:
+        refused = runner.invoke(cli, ["train", "dsprites-small", "--resume", "--out", out,
+                                      *options])
+        assert refused.exit_code == 1 and message in refused.output, refused.output
+        assert len(refused.output.strip().splitlines()) == 1
+    other = runner.invoke(cli, ["train", "dsprites", "--resume", "--out", out])
+    assert "dataset dsprites differs from the run's dsprites-small" in other.output
+    # The run's own method flags are accepted without --objective.
+    resumed = runner.invoke(cli, ["train", "dsprites-small", "--resume", "--steps", "3",
+                                  "--out", out, "--quiet", "--batch-size", "16", *small])
+    assert resumed.exit_code == 0, resumed.output
+    assert _history_steps(out) == [2, 3]
