@@ -56,7 +56,8 @@ def test_every_method_saves_reloads_resumes_and_exports(tmp_path, objective, ima
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     history = model.fit(tf.data.Dataset.from_tensor_slices(images).batch(16), epochs=1,
                         verbose=0).history
-    assert set(history) == {*methods.BASE_TERMS, *model.method.logged}
+    assert set(history) == {methods.LOGGED_NAMES.get(term, term)
+                            for term in (*methods.BASE_TERMS, *model.method.logged)}
     assert all(np.isfinite(values[-1]) for values in history.values())
     path = tmp_path / "model.keras"
     model.save(path)
