@@ -1,4 +1,4 @@
-"""Shared data fixtures.
+"""Shared data fixtures, and the order tests are handed to pytest-xdist's workers.
 
 `full_dsprites` renders the 737,280 dSprites images once per session (about a minute, 3 GB
 of disk and memory) into a session temporary cache, or reuses $TCVAE_TF_CACHE_DIR when it is
@@ -8,6 +8,13 @@ set; tests using it are marked `slow`.
 import os
 
 import pytest
+
+
+def pytest_collection_modifyitems(config, items):
+    """Puts the `slow` tests (tens of seconds each) first, in their file order: the workers
+    start them at once and share out the short tests while they run, instead of ending
+    the session with the slow ones running side by side."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

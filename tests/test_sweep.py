@@ -17,7 +17,7 @@ from tcvae_tf.cli.sweep_cmd import parse_grid
 
 pytest.importorskip("ray")
 
-TINY = ["--arch", "burgess", "--latent-dim", "3", "--batch-size", "32", "--cpus-per-trial", "1"]
+TINY = ["--arch", "burgess", "--latent-dim", "3", "--batch-size", "16", "--cpus-per-trial", "1"]
 
 
 def _sweep_command(out, *arguments):
@@ -101,46 +101,6 @@ def test_report_gives_means_and_the_separation_in_seed_to_seed_spreads():
     assert "2.63 pooled sd" in text and "nan" not in text
 
 
-@pytest.mark.slow
-def test_sweep_runs_every_trial_and_a_rerun_skips_them(tmp_path):
-    out = tmp_path / "sweep"
-    command = _sweep_command(out, "--grid", "objective=tcvae,betavae", "--grid", "seed=0,1",
-                             "--steps", "8", "--checkpoint-every", "4", "--keep-every", "4")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "[sweep] 4/4 trials finished" in done.stderr
-    assert "step 4/8" in done.stderr and "img/s" in done.stderr
-    rows = _rows(out)
-    assert [(row["objective"], row["seed"]) for row in rows] == [
-        ("tcvae", "0"), ("tcvae", "1"), ("betavae", "0"), ("betavae", "1")]
-    for row in rows:
-        assert row["status"] == "finished" and row["steps"] == "8"
-        assert 0 <= float(row["mig_sampling"]) <= 1 and 0 <= float(row["mig_histogram"]) <= 1
-        for column in ("total_correlation", "dimensionwise_kl", "log_likelihood", "seconds"):
-            assert row[column] != "", column
-        run_dir = out / row["run"]
-        assert not os.path.isabs(row["run"])
-        metrics = json.loads((run_dir / runs.METRICS_FILE).read_text())
-        assert float(row["mig_sampling"]) == pytest.approx(metrics["mig_sampling"]["mig"],
-                                                           rel=1e-5)
-        assert [point["step"] for point in runs.read_curve(run_dir)] == [4, 8]
-    assert os.path.getsize(out / sweep.SUMMARY_PNG) > 0
-    results = json.loads((out / sweep.RESULTS_JSON).read_text())
-    assert len(results["trials"]) == 4
-    with open(out / sweep.CURVES_CSV) as handle:
-        curves = list(csv.DictReader(handle))
-    assert [(c["objective"], c["seed"], c["step"]) for c in curves][:2] == [
-        ("tcvae", "0", "4"), ("tcvae", "0", "8")]
-    assert len(curves) == 8 and all(0 <= float(c["mig_histogram"]) <= 1 for c in curves)
-
-    models = sorted(out.glob("*/model.keras"))
-    stamps = [path.stat().st_mtime_ns for path in models]
-    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "4 trials, 4 finished, 0 to run" in again.stderr
-    assert [path.stat().st_mtime_ns for path in models] == stamps
-
-
 def _descendants(pid):
     import psutil
 
@@ -150,36 +110,76 @@ def _descendants(pid):
         return []
 
 
+def _kill_after_the_first_checkpoint(command, history, log):
+    """Starts the sweep (its output into ``log``) and SIGKILLs its driver once ``history``
+    has two rows (the first checkpoint, written after the first row, is then complete);
+    returns the processes the driver had started (Ray's among them)."""
+    with open(log, "w") as output:
+        driver = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    seen = {}
+    while time.time() < deadline and not (history.exists() and len(
+            history.read_text().splitlines()) >= 3):
+        seen.update((p.pid, p) for p in _descendants(driver.pid))
+        time.sleep(0.5)
+    seen.update((p.pid, p) for p in _descendants(driver.pid))
+    assert history.exists(), "the trial never wrote a checkpoint: " + log.read_text()[-3000:]
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    return list(seen.values())
+
+
 @pytest.mark.slow
-def test_a_sweep_killed_with_sigkill_leaves_no_ray_processes_and_resumes(tmp_path):
+def test_a_sweep_killed_with_sigkill_resumes_reports_and_a_rerun_skips(tmp_path):
+    """One 4-trial grid: SIGKILL mid-trial leaves no Ray process, the same command
+    resumes and finishes every trial with a continuous history and the reports, and a
+    third run skips them all."""
     import psutil
 
     out = tmp_path / "sweep"
-    command = _sweep_command(out, "--grid", "seed=0", "--steps", "400",
-                             "--checkpoint-every", "20")
-    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
-    history = out / "seed-0" / runs.HISTORY_FILE
-    deadline = time.time() + 240
-    children = []
-    while time.time() < deadline and not (history.exists() and len(
-            history.read_text().splitlines()) >= 2):
-        children = {p.pid: p for p in [*children, *_descendants(driver.pid)]}.values()
-        children = list(children)
-        time.sleep(0.5)
-    assert history.exists(), "the trial never wrote a checkpoint"
-    children = list({p.pid: p for p in [*children, *_descendants(driver.pid)]}.values())
+    command = _sweep_command(out, "--grid", "objective=tcvae,betavae", "--grid", "seed=0,1",
+                             "--steps", "100", "--checkpoint-every", "10", "--keep-every",
+                             "50")
+    first = out / "objective-tcvae_seed-0"
+    children = _kill_after_the_first_checkpoint(command, first / runs.HISTORY_FILE,
+                                                tmp_path / "killed.log")
     assert any("raylet" in p.name() for p in children if p.is_running())
-    driver.send_signal(signal.SIGKILL)
-    driver.wait(timeout=30)
-    gone, alive = psutil.wait_procs(children, timeout=60)
+    _, alive = psutil.wait_procs(children, timeout=60)
     assert not [p for p in alive if p.is_running()], [p.name() for p in alive]
-    checkpoint_step = runs.checkpoint_step(str(out / "seed-0"))
-    assert 0 < checkpoint_step < 400
+    assert 0 < runs.checkpoint_step(str(first)) < 100
 
-    finish = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert finish.returncode == 0, finish.stderr[-3000:]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[sweep] 4/4 trials finished" in done.stderr
+    assert "/100" in done.stderr and "img/s" in done.stderr
     rows = _rows(out)
-    assert rows[0]["status"] == "finished" and rows[0]["steps"] == "400"
-    steps = [row["step"] for row in runs.read_history(str(out / "seed-0"))]
-    assert steps == list(range(20, 401, 20)), steps
+    assert [(row["objective"], row["seed"]) for row in rows] == [
+        ("tcvae", "0"), ("tcvae", "1"), ("betavae", "0"), ("betavae", "1")]
+    for row in rows:
+        assert row["status"] == "finished" and row["steps"] == "100"
+        assert 0 <= float(row["mig_sampling"]) <= 1 and 0 <= float(row["mig_histogram"]) <= 1
+        for column in ("total_correlation", "dimensionwise_kl", "log_likelihood", "seconds"):
+            assert row[column] != "", column
+        run_dir = out / row["run"]
+        assert not os.path.isabs(row["run"])
+        steps = [entry["step"] for entry in runs.read_history(str(run_dir))]
+        assert steps == list(range(10, 101, 10)), (row["run"], steps)
+        metrics = json.loads((run_dir / runs.METRICS_FILE).read_text())
+        assert float(row["mig_sampling"]) == pytest.approx(metrics["mig_sampling"]["mig"],
+                                                           rel=1e-5)
+        assert [point["step"] for point in runs.read_curve(run_dir)] == [50, 100]
+    assert os.path.getsize(out / sweep.SUMMARY_PNG) > 0
+    results = json.loads((out / sweep.RESULTS_JSON).read_text())
+    assert len(results["trials"]) == 4
+    with open(out / sweep.CURVES_CSV) as handle:
+        curves = list(csv.DictReader(handle))
+    assert [(c["objective"], c["seed"], c["step"]) for c in curves][:2] == [
+        ("tcvae", "0", "50"), ("tcvae", "0", "100")]
+    assert len(curves) == 8 and all(0 <= float(c["mig_histogram"]) <= 1 for c in curves)
+
+    models = sorted(out.glob("*/model.keras"))
+    stamps = [path.stat().st_mtime_ns for path in models]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "4 trials, 4 finished, 0 to run" in again.stderr
+    assert [path.stat().st_mtime_ns for path in models] == stamps
