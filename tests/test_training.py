@@ -280,6 +280,14 @@ def test_snapshots_are_kept_every_n_steps(tmp_path):
     run_dir = training.train(_config(tmp_path, steps=8, checkpoint_every=2, keep_every=4),
                              verbose=0, echo=lambda _: None)
     assert [step for step, _ in training.runs.snapshots(run_dir)] == [4, 8]
+    from tcvae_tf import curves
+
+    curve = curves.update_curve(run_dir)
+    assert [row["step"] for row in curve] == [4, 8] == [
+        row["step"] for row in training.runs.read_curve(run_dir)]
+    assert curves.snapshot_migs(run_dir, [8]) == [curve[1]]
+    with pytest.raises(ValueError, match="no snapshot of step 6 \\(it has 4, 8\\)"):
+        curves.snapshot_migs(run_dir, [6])
     with pytest.raises(ValueError, match="keep-every must be a positive multiple"):
         _config(tmp_path, checkpoint_every=4, keep_every=6).validate()
 
