@@ -146,6 +146,22 @@ def _training_text(entry):
     return f"batch {train.get('batch_size')}, lr {train.get('lr')}, {length}{subset}"
 
 
+def _study_lines(study):
+    """The card's study: which trial this model is, and the group's mean +/- sd (n)."""
+    group = ", ".join(f"{key} {value}" for key, value in (study.get("group") or {}).items())
+    where = f" ({study['path']})" if study.get("path") else ""
+    lines = ["", f"study {study.get('name')}{where}: trial {study.get('trial')}, seed "
+                 f"{study.get('seed')}; over the study's {group or 'trials'}:"]
+    rows = []
+    for column, summary in (study.get("group_statistics") or {}).items():
+        sd = summary.get("sd")
+        spread = f" +/- {_format_value(sd)}" if sd is not None else ""
+        this = (study.get("this_trial") or {}).get(column)
+        rows.append((column, f"{_format_value(summary['mean'])}{spread} (n={summary['n']}); "
+                             f"this model {_format_value(this) if this is not None else '-'}"))
+    return lines + (_table(rows) if rows else [])
+
+
 @zoo.command()
 @click.argument("name")
 @click.option("--version", "version", default=None, type=click.IntRange(min=1),
@@ -208,6 +224,9 @@ def show(ctx, name, version, as_json, zoo_root):
     lines += ["", "metrics"]
     lines += (_table(rows, align_right=True) if rows
               else ["  none (the run was not evaluated before export)"])
+    study = entry.get("study")
+    if study:
+        lines += _study_lines(study)
     lines.append("")
     signature_rows = []
     for network, signature in (entry.get("signatures") or {}).items():

@@ -358,6 +358,87 @@ def group_statistics(rows, grid, column, seed_name="seed"):
     return statistics
 
 
+def read_results(folder):
+    """(grid names, rows) of a study's results.csv (a sweep folder, or the copy committed
+    with a study); the values stay strings, empty cells are None."""
+    import csv
+
+    path = os.path.join(folder, RESULTS_CSV)
+    if not os.path.isfile(path):
+        raise SweepError(f"{folder} holds no {RESULTS_CSV} (not a sweep or study folder)")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = list(reader.fieldnames or [])
+        rows = [{key: (value if value != "" else None) for key, value in row.items()}
+                for row in reader]
+    if STATUS_COLUMNS[0] not in header or "run" not in header:
+        raise SweepError(f"{path} has no {STATUS_COLUMNS[0]} or run column")
+    return header[:header.index(STATUS_COLUMNS[0])], rows
+
+
+def _config_value(train, name):
+    return train.get(name, (train.get("options") or {}).get(name))
+
+
+def _same(value, text):
+    if value is None or text is None:
+        return value is None and text is None
+    try:
+        return float(value) == float(text)
+    except (TypeError, ValueError):
+        return str(value) == str(text)
+
+
+def study_entry(folder, run_dir, metrics=None, seed_name="seed"):
+    """The ``study`` entry of a zoo card: which trial of a study a run is, and the study's
+    mean and sample sd per metric over the finished trials of its group (its grid values
+    other than the seed).
+
+    Args:
+      folder: the study (a sweep folder, or the copy of its results committed with it).
+      run_dir: a run folder that is one of the study's trials.
+      metrics: the run's metrics.json (a dict), checked against the trial's row.
+
+    Raises:
+      SweepError: no results, the run is not a finished trial of the study, its grid
+        values or its MIG differ from the trial's row (one line each).
+    """
+    grid, rows = read_results(folder)
+    name = os.path.basename(os.path.normpath(run_dir))
+    row = next((r for r in rows if os.path.basename(os.path.normpath(r["run"] or "")) == name),
+               None)
+    study = os.path.basename(os.path.normpath(folder))
+    if row is None:
+        raise SweepError(f"{name} is not a trial of the study {study}")
+    if row[STATUS_COLUMNS[0]] != "finished":
+        raise SweepError(f"trial {name} of the study {study} has not finished")
+    train = runs.read_config(run_dir)["train"]
+    for column in grid:
+        if not _same(_config_value(train, column), row[column]):
+            raise SweepError(f"{run_dir} has {column}={_config_value(train, column)}, the "
+                             f"study's trial {name} {column}={row[column]}")
+    mig = (metrics or {}).get("mig_sampling", {}).get("mig")
+    if mig is not None and row.get("mig_sampling") is not None and not math.isclose(
+            float(mig), float(row["mig_sampling"]), rel_tol=1e-5):
+        raise SweepError(f"the study's sampling MIG of {name} ({row['mig_sampling']}) is not "
+                         f"the run's ({mig}): the study was measured on another model")
+    columns = [column for column, _, _ in METRIC_COLUMNS if row.get(column) is not None]
+    label = ", ".join(f"{column}={row[column]}" for column in grid if column != seed_name) \
+        or "all"
+    summary = {}
+    for column in columns:
+        mean, sd, count = group_statistics(rows, grid, column, seed_name)[label]
+        summary[column] = {"mean": mean, "sd": None if math.isnan(sd) else sd, "n": count}
+    return {
+        "name": study,
+        "trial": name,
+        "seed": _config_value(train, seed_name),
+        "group": {column: row[column] for column in grid if column != seed_name},
+        "this_trial": {column: float(row[column]) for column in columns},
+        "group_statistics": summary,
+    }
+
+
 def markdown_tables(rows, grid, columns, seed_name="seed", digits=4):
     """Two Markdown tables of finished trials: one row per trial, and mean +/- sd (n) per
     group of grid values other than the seed."""

@@ -596,7 +596,7 @@ def check_metrics_fingerprint(metrics, run_dir, metrics_path=None):
                          f"current {(current or {}).get('file', 'model')}; {rerun}")
 
 
-def publish(run_dir, name, version=None, root=None):
+def publish(run_dir, name, version=None, root=None, study=None):
     """Exports a training run into the zoo as ``name`` (a new version).
 
     Builds both SavedModels in a temporary folder inside ROOT, renames them to
@@ -610,6 +610,9 @@ def publish(run_dir, name, version=None, root=None):
       name: model name, e.g. "dsprites-btcvae-b6".
       version: a positive integer, or None for the next free one.
       root: zoo folder (default: ``default_root()``); created if missing.
+      study: a study (sweep folder or its committed results) that the run is a trial of:
+        the card gains a ``study`` entry (see ``tcvae_tf.sweep.study_entry``), with the
+        study's path when it lies inside the zoo.
 
     Returns:
       The published version (int).
@@ -618,8 +621,9 @@ def publish(run_dir, name, version=None, root=None):
       FileExistsError: the version is already published.
       FileNotFoundError: the run has no model.keras / config.json.
       ValueError: invalid name or version; metrics.json not computed on model.keras.
+      tcvae_tf.sweep.SweepError: the run is not a finished trial of ``study``.
     """
-    from tcvae_tf import training
+    from tcvae_tf import sweep, training
 
     _check_name(name)
     root = resolve_root(root)
@@ -636,6 +640,12 @@ def publish(run_dir, name, version=None, root=None):
     metrics = _read_json(metrics_path) if metrics_path.is_file() else None
     if metrics is not None and (Path(run_dir) / runs.MODEL_FILE).is_file():
         check_metrics_fingerprint(metrics, run_dir, metrics_path)
+    study_record = None
+    if study is not None:
+        study_record = sweep.study_entry(study, run_dir, metrics)
+        inside = os.path.relpath(os.path.abspath(study), os.path.abspath(root))
+        if not inside.startswith(".."):
+            study_record["path"] = Path(inside).as_posix()
     model = export.load_run_model(run_dir)
 
     root.mkdir(parents=True, exist_ok=True)
@@ -650,6 +660,8 @@ def publish(run_dir, name, version=None, root=None):
             for network in NETWORKS:
                 files.update(_file_checksums(staging / network, f"{network}/{version}"))
             entry = _card_entry(model, run_dir, config, metrics, version, description, files)
+            if study_record is not None:
+                entry["study"] = study_record
             _install(root, name, version, staging, entry)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

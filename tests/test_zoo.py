@@ -542,3 +542,63 @@ def test_repository_index_is_valid():
 @pytest.mark.parametrize("name", _repository_names())
 def test_repository_zoo_model(name):
     check_published_model(REPOSITORY_ZOO, name)
+
+
+def _write_study(folder, migs, status="finished"):
+    """A study's results.csv: objectives tcvae and betavae, seeds 0-2, the given sampling
+    MIGs per (objective, seed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["objective,seed,status,steps,total_steps,mig_sampling,total_correlation,seconds,run"]
+    for (objective, seed), mig in migs.items():
+        lines.append(f"{objective},{seed},{status if seed == 0 else 'finished'},8,8,{mig},"
+                     f"{1.0 + seed},12.5,objective-{objective}_seed-{seed}")
+    (folder / "results.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_publish_with_a_study_records_the_trial_and_the_group_statistics(tmp_path):
+    root = tmp_path / "zoo"
+    study = root / "studies" / "tiny-study"
+    migs = {("tcvae", 0): 0.25, ("tcvae", 1): 0.35, ("tcvae", 2): 0.45,
+            ("betavae", 0): 0.1, ("betavae", 1): 0.2, ("betavae", 2): 0.3}
+    _write_study(study, migs)
+    run_dir = tmp_path / "objective-tcvae_seed-0"
+    make_run(run_dir)
+    result = CliRunner().invoke(cli, ["export", str(run_dir), "--name", NAME, "--zoo-root",
+                                      str(root), "--study", str(study)])
+    assert result.exit_code == 0, result.output
+    entry = zoo.read_card(NAME, root)["versions"]["1"]["study"]
+    assert (entry["name"], entry["path"], entry["trial"]) == (
+        "tiny-study", "studies/tiny-study", "objective-tcvae_seed-0")
+    assert entry["seed"] == 0 and entry["group"] == {"objective": "tcvae"}
+    assert entry["this_trial"]["mig_sampling"] == 0.25
+    mig = entry["group_statistics"]["mig_sampling"]
+    assert mig["n"] == 3 and mig["mean"] == pytest.approx(0.35)
+    assert mig["sd"] == pytest.approx(0.1)
+    assert entry["group_statistics"]["total_correlation"]["mean"] == pytest.approx(2.0)
+    shown = CliRunner().invoke(cli, ["zoo", "show", NAME, "--zoo-root", str(root)])
+    assert shown.exit_code == 0, shown.output
+    assert ("study tiny-study (studies/tiny-study): trial objective-tcvae_seed-0, seed 0; "
+            "over the study's objective tcvae:") in shown.output
+    assert "mig_sampling" in shown.output and "0.35 +/- 0.1 (n=3); this model 0.25" in \
+        shown.output
+
+
+@pytest.mark.parametrize("change,message", [
+    ({("tcvae", 0): 0.5}, "is not the run's (0.25): the study was measured on another model"),
+    ("unfinished", "has not finished"),
+    ("renamed", "is not a trial of the study tiny-study"),
+])
+def test_publish_refuses_a_run_that_is_not_the_studys_trial(tmp_path, change, message):
+    root = tmp_path / "zoo"
+    study = tmp_path / "tiny-study"
+    migs = {("tcvae", 0): 0.25, ("tcvae", 1): 0.35}
+    if isinstance(change, dict):
+        migs.update(change)
+    _write_study(study, migs, status="running" if change == "unfinished" else "finished")
+    run_dir = tmp_path / ("other-run" if change == "renamed" else "objective-tcvae_seed-0")
+    make_run(run_dir)
+    result = CliRunner().invoke(cli, ["export", str(run_dir), "--name", NAME, "--zoo-root",
+                                      str(root), "--study", str(study)])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (root / NAME).exists()
