@@ -745,7 +745,7 @@ def density_ratio_tc(logits):
     return tf.reduce_mean(logits)
 
 
-def discriminator_loss(real_logits, permuted_logits):
+def discriminator_loss(real_logits, permuted_logits, mean=tf.reduce_mean):
     """The discriminator's cross-entropy: q(z) samples labelled 1, permuted ones 0.
 
     ```none
@@ -756,22 +756,24 @@ def discriminator_loss(real_logits, permuted_logits):
     Args:
       real_logits: float tensor [M], logits on samples of q(z).
       permuted_logits: float tensor [M'], logits on permuted samples (prod_d q(z_d)).
+      mean: the reduction of a vector of per-sample values (a replica passes its
+        ``ReplicaBatch.mean``: its part of the global mean).
 
     Returns:
       Scalar float tensor.
     """
-    return 0.5 * (tf.reduce_mean(tf.nn.softplus(-real_logits))
-                  + tf.reduce_mean(tf.nn.softplus(permuted_logits)))
+    return 0.5 * (mean(tf.nn.softplus(-real_logits)) + mean(tf.nn.softplus(permuted_logits)))
 
 
-def discriminator_accuracy(real_logits, permuted_logits):
-    """The discriminator's accuracy, the two kinds of samples weighted equally.
+def discriminator_accuracy(real_logits, permuted_logits, mean=tf.reduce_mean):
+    """The discriminator's accuracy, the two kinds of samples weighted equally (``mean``
+    as in ``discriminator_loss``).
 
     Returns:
       Scalar float32 tensor in [0, 1].
     """
     def share(condition):
-        return tf.reduce_mean(tf.cast(condition, tf.float32))
+        return mean(tf.cast(condition, tf.float32))
 
     return 0.5 * (share(real_logits > 0) + share(permuted_logits < 0))
 

@@ -4,7 +4,8 @@ Run as a script (the CPU must be split before TensorFlow initialises its devices
 tests start it in a subprocess): prints one JSON object per case with the largest relative
 difference of the updated weights, of the updates, and of the reported loss terms.
 
-    python tests/distributed_step.py --replicas 2 tcvae-mws tcvae-mss betavae dipvae2 conv
+    python tests/distributed_step.py --replicas 2 tcvae-mws tcvae-mss betavae dipvae2 conv \
+        factorvae
 """
 
 import argparse
@@ -17,6 +18,9 @@ CASES = {
     # The covariance penalty is the global batch's (each replica holds 1/R of it).
     "dipvae2": dict(objective="dipvae2", options={"kl": "sampled"}, arch="mlp"),
     "conv": dict(objective="tcvae", options={"estimator": "mss", "beta": 6.0}, arch="conv"),
+    # Even rows for the VAE, odd rows permuted for the discriminator: both halves gathered.
+    "factorvae": dict(objective="factorvae", arch="mlp",
+                      options={"discriminator_layers": 2, "discriminator_units": 32}),
 }
 # The conv networks run in float64: in float32 their BatchNorm gradients differ by ~1e-3
 # between TensorFlow's two BatchNorm kernels on one device already (cancellation in the

@@ -97,7 +97,8 @@ def test_the_check_detects_an_import():
     (["--keep-every", "7"], "keep-every must be a positive multiple"),
     (["--resume", "--out", "{tmp}/none"], "nothing to resume"),
     (["--out", "{tmp}/taken"], "already holds a run"),
-    (["--objective", "factorvae", "--cpu-replicas", "2"], "factorvae trains on one device"),
+    (["--objective", "factorvae", "--batch-size", "18", "--cpu-replicas", "2"],
+     "give a batch size that is a multiple of 4 for 2 replicas"),
 ])
 def test_train_refuses_bad_options_before_importing_tensorflow(tmp_path, options, message):
     (tmp_path / "taken").mkdir()

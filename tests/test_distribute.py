@@ -97,7 +97,7 @@ def test_cli_bad_input_is_one_line(tmp_path, args, env, message):
 
 @pytest.mark.slow
 def test_one_step_on_two_replicas_equals_one_device():
-    cases = ["tcvae-mws", "tcvae-mss", "betavae", "dipvae2", "conv"]
+    cases = ["tcvae-mws", "tcvae-mss", "betavae", "dipvae2", "conv", "factorvae"]
     result = subprocess.run(
         [sys.executable, os.path.join(HERE, "distributed_step.py"), "--replicas", "2", *cases],
         capture_output=True, text=True, env=subprocess_env(), timeout=600)

@@ -202,7 +202,7 @@ def test_the_discriminator_loss_and_accuracy():
 
 
 def test_factorvae_with_gamma_zero_takes_the_vae_step(images):
-    """gamma = 0: the encoder's and decoder's update is the VAE's on the first half-batch."""
+    """gamma = 0: the encoder's and decoder's update is the VAE's on the even half."""
     keras.utils.set_random_seed(4)
     factor = DisentangledVAE(latent_dim=2, arch="burgess", objective="factorvae", seed=5,
                              options={**SMALL["factorvae"], "gamma": 0.0, "kl": "sampled"},
@@ -215,11 +215,12 @@ def test_factorvae_with_gamma_zero_takes_the_vae_step(images):
     for model in (factor, vae):
         model.compile(optimizer=keras.optimizers.SGD(1e-4))
     factor.train_on_batch(images[:16])
-    vae.train_on_batch(images[:8])
+    vae.train_on_batch(images[:16:2])
     after = factor.encoder.get_weights() + factor.decoder.get_weights()
     expected = vae.encoder.get_weights() + vae.decoder.get_weights()
     for start, got, want in zip(before, after, expected, strict=True):
-        np.testing.assert_allclose(got - start, want - start, rtol=1e-3, atol=1e-9)
+        # atol: one float32 spacing of weights near 0.1 (the updates are differences of them)
+        np.testing.assert_allclose(got - start, want - start, rtol=1e-3, atol=1e-8)
     assert any(np.abs(got - start).max() > 0 for start, got in zip(before, after, strict=True))
     assert int(factor.discriminator_optimizer.iterations) == 1
 

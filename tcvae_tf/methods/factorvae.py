@@ -11,11 +11,14 @@ TC = E_q(z)[ log q(z) / prod_d q(z_d) ] ~= E_q(z)[ log(D / (1 - D)) ] = E_q(z)[ 
 Samples of prod_d q(z_d) are samples of q(z) with every dimension permuted
 independently across the batch (permute-dims).
 
-Each step splits its batch into two independent halves: the first gives the VAE term
-(and the discriminator's "from q(z)" samples), the second, permuted, the discriminator's
-"from prod_d q(z_d)" samples. The VAE and the discriminator are updated in the same step,
-each by its own Adam. The decomposition's MI, TC and DWKL (MWS) are logged on the first
-half beside the discriminator's TC, accuracy and loss.
+Each step splits its batch into two independent halves, the even and the odd rows of the
+(shuffled) batch: the even rows give the VAE term (and the discriminator's "from q(z)"
+samples), the odd rows, permuted, the discriminator's "from prod_d q(z_d)" samples. The
+VAE and the discriminator are updated in the same step, each by its own Adam. The
+decomposition's MI, TC and DWKL (MWS) are logged on the even half beside the
+discriminator's TC, accuracy and loss. Under a tf.distribute strategy every replica holds
+as many even as odd rows; the halves' posterior parameters are gathered, the permutation
+is drawn over the global odd half, and one step equals the one-device step.
 
 Kim and Mnih's dSprites settings are the defaults: gamma 35, a discriminator of 6
 layers of 1000 units with LeakyReLU(0.2), the VAE's Adam 1e-4 (0.9, 0.999), the
@@ -56,10 +59,10 @@ class FactorVAE(Method):
         if batch_size < 4 or batch_size % 2:
             raise ValueError(f"factorvae splits each batch into two halves: give an even "
                              f"batch size of at least 4, got {batch_size}")
-        if replicas > 1:
-            raise ValueError("factorvae trains on one device only (its half-batches and "
-                             "permuted samples are not split over replicas); give "
-                             "--strategy none")
+        if replicas > 1 and batch_size % (2 * replicas):
+            raise ValueError(f"factorvae splits each replica's rows into two halves: give a "
+                             f"batch size that is a multiple of {2 * replicas} for "
+                             f"{replicas} replicas, got {batch_size}")
 
     def build(self, model):
         from tcvae_tf import architectures
@@ -91,31 +94,38 @@ class FactorVAE(Method):
                 "discriminator_logits": logits}
 
     def step_terms(self, model, images, training=False):
-        """Every term of one step: the VAE's on the first half-batch, the discriminator's
-        on both halves (the second half permuted).
+        """Every term of one step: the VAE's on the even rows, the discriminator's on both
+        halves (the odd rows permuted).
 
-        The posterior noise of the first half is drawn from the step's seed (as every
-        method's is), the second half's and the permutation's from seeds folded from it:
-        every draw is a function of (seed, step).
+        The posterior noise of the even half is drawn from the step's seed (as every
+        method's is), the odd half's and the permutation's from seeds folded from it:
+        every draw is a function of (seed, step). Under a strategy, the replica's rows are
+        rows of the global batch (an even number of them), so its even and odd rows are
+        global even and odd rows; both halves' posterior parameters are gathered, the
+        noise and the permutation are drawn for the global halves and each replica keeps
+        its rows.
         """
         import tensorflow as tf
 
-        from tcvae_tf import objectives
+        from tcvae_tf import distribute, objectives
 
         images = tf.cast(images, tf.float32)
-        half = tf.shape(images)[0] // 2
         loc, log_scale = model.encode(images, training=training)
+        share = distribute.ReplicaBatch(tf.shape(images)[0] // 2)  # this replica's half
+        even_loc, even_log_scale = share.gather(loc[0::2], log_scale[0::2])
+        odd_loc, odd_log_scale = share.gather(loc[1::2], log_scale[1::2])
         seed = model.step_seed()
-        z = model.sample_posterior(loc[:half], log_scale[:half], seed=seed)
-        terms = model.objective_terms(images[:half], z, loc[:half], log_scale[:half],
-                                      training=training)
-        other = model.sample_posterior(loc[half:], log_scale[half:],
+        z = share.rows(model.sample_posterior(even_loc, even_log_scale, seed=seed))
+        terms = model.objective_terms(images[0::2], z, even_loc, even_log_scale,
+                                      training=training, share=share)
+        other = model.sample_posterior(odd_loc, odd_log_scale,
                                        seed=tf.random.experimental.stateless_fold_in(seed, 1))
-        permuted = objectives.permute_dims(
-            tf.stop_gradient(other), seed=tf.random.experimental.stateless_fold_in(seed, 2))
+        permuted = share.rows(objectives.permute_dims(
+            tf.stop_gradient(other), seed=tf.random.experimental.stateless_fold_in(seed, 2)))
         real, fake = terms["discriminator_logits"], self.logits(model, permuted)
-        terms["discriminator_loss"] = objectives.discriminator_loss(real, fake)
-        terms["discriminator_accuracy"] = objectives.discriminator_accuracy(real, fake)
+        terms["discriminator_loss"] = objectives.discriminator_loss(real, fake, share.mean)
+        terms["discriminator_accuracy"] = objectives.discriminator_accuracy(real, fake,
+                                                                            share.mean)
         return terms
 
     def train_step(self, model, data):
