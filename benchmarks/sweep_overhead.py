@@ -10,7 +10,9 @@ the sweep driver prints the trial's to stderr). The first window of each run (tr
 the data load) is left out; each run's figure is the median of its other windows, and the
 result is the median over runs of each command and the ratio sweep / train. Ray's start
 and the trial's evaluation are outside the training windows, so they are not counted:
-the question is whether training inside a Ray trial is slower than outside.
+the question is whether training inside a Ray trial is slower than outside. Ray starts
+its workers at nice 15; here they run at nice 0 like the train command
+(RAY_worker_niceness=0), so that other jobs on the machine weigh on both alike.
 """
 
 import argparse
@@ -47,7 +49,8 @@ def run_train(args, folder):
 def run_sweep(args, folder):
     command = [sys.executable, "-m", "tcvae_tf.cli.main", "sweep", args.dataset,
                "--grid", "seed=0", *settings(args), "--out", os.path.join(folder, "sweep")]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    done = subprocess.run(command, capture_output=True, text=True, check=True,
+                          env={**os.environ, "RAY_worker_niceness": "0"})
     return window_rates(done.stderr)
 
 

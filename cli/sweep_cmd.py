@@ -53,7 +53,7 @@ def parse_grid(specs, ctx=None):
 
 
 def sweep(dataset, grid, out, address, max_concurrent, cpus_per_trial, gpus_per_trial,
-          **train_options):
+          report, **train_options):
     """Train and evaluate every point of a grid of `train` settings, on Ray Tune.
 
     Each trial is an ordinary run folder under --out, trained by the same code as
@@ -61,7 +61,8 @@ def sweep(dataset, grid, out, address, max_concurrent, cpus_per_trial, gpus_per_
     histogram MIG of the snapshots that --keep-every keeps). Every other option of
     `train` is fixed for all trials. Run the same command again to resume: finished trials
     are skipped, unfinished ones continue from their last checkpoint. --out gets
-    results.csv, results.json and summary.png, rewritten after each trial.
+    results.csv, results.json and summary.png, rewritten after each trial; the same
+    command with --report only rewrites them from the run folders as they are.
 
     Example: tcvae-tf sweep dsprites --grid objective=tcvae,betavae --grid seed=0,1,2
     --beta 6 --arch mlp --batch-size 2048 --epochs 50 --out studies/dsprites-beta6
@@ -78,7 +79,7 @@ def sweep(dataset, grid, out, address, max_concurrent, cpus_per_trial, gpus_per_
         sweep_lib.run(dataset, grid, fixed, out, address=address,
                       max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial,
                       gpus_per_trial=gpus_per_trial, make_config=config_from_options,
-                      echo=lambda message: click.echo(message, err=True))
+                      echo=lambda message: click.echo(message, err=True), report_only=report)
     except (ValueError, OSError, training.TrainingError, sweep_lib.SweepError) as error:
         raise click.ClickException(str(error).splitlines()[0]) from None
 
@@ -100,6 +101,10 @@ _params = [
                       "cluster]."),
     click.Option(["--gpus-per-trial"], default=0, show_default=True,
                  type=click.FloatRange(min=0), help="GPUs per trial."),
+    click.Option(["--report"], is_flag=True,
+                 help="Only rewrite results.csv, results.json, curves.csv, summary.png and "
+                      "report.md from the run folders as they are (nothing trains; safe "
+                      "while the sweep runs)."),
     *TRAIN_OPTIONS.values(),
 ]
 sweep = click.Command("sweep", callback=sweep, params=_params, help=sweep.__doc__)

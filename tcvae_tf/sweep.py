@@ -568,7 +568,7 @@ class _Progress:
 
 
 def run(dataset, grid, fixed, out, address=None, max_concurrent=None, cpus_per_trial=None,
-        gpus_per_trial=0, make_config=None, echo=print):
+        gpus_per_trial=0, make_config=None, echo=print, report_only=False):
     """Runs (or resumes) a sweep; see the module docstring.
 
     Args:
@@ -585,6 +585,9 @@ def run(dataset, grid, fixed, out, address=None, max_concurrent=None, cpus_per_t
       gpus_per_trial: GPUs reserved per trial.
       make_config: see ``plan``.
       echo: callable(str) for progress lines.
+      report_only: only rewrite the result files from the run folders as they are (while
+        the sweep runs elsewhere, or to see an interrupted one); nothing trains, Ray is
+        not started, and unfinished trials are no error.
 
     Returns:
       The result rows (see ``result_rows``).
@@ -599,7 +602,12 @@ def run(dataset, grid, fixed, out, address=None, max_concurrent=None, cpus_per_t
     pending = [trial for trial in trials if not is_finished(trial)]
     done = len(trials) - len(pending)
     echo(f"sweep {out}: {len(trials)} trials, {done} finished, {len(pending)} to run")
-    write_results(trials, out, grid)
+    rows = write_results(trials, out, grid)
+    if report_only:
+        for row in rows:
+            echo(f"[{row['run']}] {row['status']}, step {row['steps']}/{row['total_steps']}")
+        echo(f"results rewritten: {os.path.join(out, RESULTS_CSV)}")
+        return rows
     if pending:
         _run_with_ray(trials, pending, out, grid, address, max_concurrent, cpus_per_trial,
                       gpus_per_trial, echo)

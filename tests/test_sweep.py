@@ -61,6 +61,23 @@ def test_bad_grids_fail_before_any_training(tmp_path, grid, message):
     assert not out.exists() or not any(path.is_dir() for path in out.iterdir())
 
 
+def test_report_only_rewrites_the_results_and_trains_nothing(tmp_path):
+    out = tmp_path / "sweep"
+    arguments = ["sweep", "dsprites-small", "--grid", "seed=0,1", "--steps", "4", *TINY,
+                 "--out", str(out), "--report"]
+    result = CliRunner().invoke(cli, arguments)
+    assert result.exit_code == 0, result.output
+    assert [row["status"] for row in _rows(out)] == ["pending", "pending"]
+    (out / "seed-0").mkdir()
+    runs.append_history(str(out / "seed-0"), 2, {"loss": 1.0})  # a trial under way
+    result = CliRunner().invoke(cli, arguments)
+    assert result.exit_code == 0, result.output
+    assert "[seed-0] started, step 2/" in result.output and "results rewritten" in result.output
+    assert [(row["status"], row["steps"]) for row in _rows(out)] == [("started", "2"),
+                                                                      ("pending", "0")]
+    assert not any((out / name / runs.CONFIG_FILE).exists() for name in ("seed-0", "seed-1"))
+
+
 def test_a_different_grid_or_option_is_refused(tmp_path):
     out = str(tmp_path / "sweep")
     sweep.claim_folder(out, "dsprites-small", {"seed": [0, 1]}, {"beta": 6.0, "steps": 8})
