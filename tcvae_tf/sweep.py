@@ -605,7 +605,8 @@ def run(dataset, grid, fixed, out, address=None, max_concurrent=None, cpus_per_t
     rows = write_results(trials, out, grid)
     if report_only:
         for row in rows:
-            echo(f"[{row['run']}] {row['status']}, step {row['steps']}/{row['total_steps']}")
+            total = f"/{row['total_steps']}" if row.get("total_steps") else ""
+            echo(f"[{row['run']}] {row['status']}, step {row['steps']}{total}")
         echo(f"results rewritten: {os.path.join(out, RESULTS_CSV)}")
         return rows
     if pending:
