@@ -72,7 +72,7 @@ def test_report_only_rewrites_the_results_and_trains_nothing(tmp_path):
     runs.append_history(str(out / "seed-0"), 2, {"loss": 1.0})  # a trial under way
     result = CliRunner().invoke(cli, arguments)
     assert result.exit_code == 0, result.output
-    assert "[seed-0] started, step 2/" in result.output and "results rewritten" in result.output
+    assert "[seed-0] started, step 2\n" in result.output and "results rewritten" in result.output
     assert [(row["status"], row["steps"]) for row in _rows(out)] == [("started", "2"),
                                                                       ("pending", "0")]
     assert not any((out / name / runs.CONFIG_FILE).exists() for name in ("seed-0", "seed-1"))
