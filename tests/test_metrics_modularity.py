@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from factor_splits import factor_split
 
 from tcvae_tf.metrics import modularity_explicitness
 from tcvae_tf.metrics.modularity import modularity
@@ -11,10 +12,7 @@ NUM_TRAIN, NUM_TEST = 600, 300
 
 
 def split(code_of, seed=0):
-    rng = np.random.default_rng(seed)
-    train = np.stack([rng.integers(0, size, NUM_TRAIN) for size in SIZES], axis=1)
-    test = np.stack([rng.integers(0, size, NUM_TEST) for size in SIZES], axis=1)
-    return code_of(train, rng), train, code_of(test, rng), test
+    return factor_split(code_of, SIZES, NUM_TRAIN, NUM_TEST, seed)
 
 
 def identity(v, rng):
