@@ -151,14 +151,12 @@ def _agree_with_the_resumed_run(dataset, options):
     config = config_from_options(dataset, **dict(options))
     pairs = [("dataset", dataset, stored.dataset)]
     for name in given:
-        if name in (*RUN_CONTROL_OPTIONS, "steps", "epochs", "objective", "warmup_steps"):
+        if name in (*RUN_CONTROL_OPTIONS, "steps", "epochs", "warmup_steps"):
             continue
         if name in config.options or name in stored.options:
             pairs.append((name, config.options.get(name), stored.options.get(name)))
         else:
             pairs.append((name, getattr(config, name), getattr(stored, name)))
-    if "objective" in given:
-        pairs.append(("objective", config.objective, stored.objective))
     if "warmup_steps" in given:
         pairs += [(name, config.options[name], stored.options.get(name))
                   for name in WARMUP_OPTIONS if name in config.options]
