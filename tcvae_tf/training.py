@@ -363,7 +363,18 @@ def resolve_run(config, resume=False, overwrite=False):
                             f"--overwrite to start again")
     config.out = run_dir
     config.validate()
+    from tcvae_tf.data.registry import known_size
+
+    size = known_size(config.dataset)
+    if size is not None:
+        _check_batch_fits(config, min(size, config.subset or size), config.dataset)
     return run_dir, config
+
+
+def _check_batch_fits(config, num_images, name):
+    if config.batch_size > num_images:
+        raise TrainingError(f"batch size {config.batch_size} exceeds the {num_images} images "
+                            f"of {name}; give --batch-size {num_images} or less")
 
 
 def _load_training_data(config, echo):
@@ -378,10 +389,7 @@ def _load_training_data(config, echo):
         dataset = dataset.subset(np.sort(rng.choice(dataset.num_images, config.subset,
                                                     replace=False)))
     echo(f"data: {dataset.name} ({dataset.source}), {dataset.num_images} images")
-    if config.batch_size > dataset.num_images:
-        raise TrainingError(f"batch size {config.batch_size} exceeds the "
-                            f"{dataset.num_images} images of {dataset.name}; give "
-                            f"--batch-size {dataset.num_images} or less")
+    _check_batch_fits(config, dataset.num_images, dataset.name)
     return dataset
 
 

@@ -99,6 +99,8 @@ def test_the_check_detects_an_import():
     (["--out", "{tmp}/taken"], "already holds a run"),
     (["--objective", "factorvae", "--batch-size", "18", "--cpu-replicas", "2"],
      "give a batch size that is a multiple of 4 for 2 replicas"),
+    (["--batch-size", "2048"], "batch size 2048 exceeds the 1536 images of dsprites-small"),
+    (["--subset", "100", "--batch-size", "128"], "give --batch-size 100 or less"),
 ])
 def test_train_refuses_bad_options_before_importing_tensorflow(tmp_path, options, message):
     (tmp_path / "taken").mkdir()

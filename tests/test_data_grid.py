@@ -13,6 +13,7 @@ from tcvae_tf.data import (
     GroundTruthDataset,
     available_datasets,
     dsprites_subgrid,
+    known_size,
     load_dataset,
     register_dataset,
     registry,
@@ -170,6 +171,7 @@ def test_dsprites_subgrid_other_stride():
 
 def test_registry(monkeypatch):
     monkeypatch.setattr(registry, "_LOADERS", dict(registry._LOADERS))
+    monkeypatch.setattr(registry, "_SIZES", dict(registry._SIZES))
     assert {"dsprites", "dsprites-small"} <= set(available_datasets())
     assert available_datasets() == sorted(available_datasets())
     with pytest.raises(ValueError, match="available: .*dsprites, dsprites-small"):
@@ -178,8 +180,21 @@ def test_registry(monkeypatch):
     assert load_dataset("toy").name == "toy"
     with pytest.raises(ValueError, match="already registered"):
         register_dataset("toy", lambda **kw: None)
+    assert known_size("toy") is None
+    register_dataset("toy", lambda source="auto", path=None, **kw: toy_dataset(),
+                     overwrite=True, num_images=24)
+    assert known_size("toy") == load_dataset("toy").num_images == 24
     small = load_dataset("dsprites-small", cache_dir="/nonexistent", log=print)
-    assert small.num_images == 1536
+    assert small.num_images == known_size("dsprites-small") == 1536
+
+
+@pytest.mark.parametrize("stride", [(1, 3, 10, 4, 4), (3, 6, 40, 16, 16), (2, 5, 7, 3, 9)])
+def test_subgrid_size_is_known_without_rendering(stride):
+    assert dsprites_lib.subgrid_size(stride) == dsprites_subgrid(stride).num_images
+
+
+def test_the_full_grid_size_is_known_without_loading():
+    assert known_size("dsprites") == dsprites_lib.NUM_IMAGES == 3 * 6 * 40 * 32 * 32
     with pytest.raises(ValueError, match="only rendered"):
         load_dataset("dsprites-small", source="official")
 

@@ -16,7 +16,7 @@ source do).
 
 from tcvae_tf.data.dsprites import dsprites_subgrid, load_dsprites
 from tcvae_tf.data.ground_truth import DatasetError, GroundTruthDataset
-from tcvae_tf.data.registry import available_datasets, load_dataset, register_dataset
+from tcvae_tf.data.registry import available_datasets, known_size, load_dataset, register_dataset
 from tcvae_tf.data.sprites import render_dsprites
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "GroundTruthDataset",
     "available_datasets",
     "dsprites_subgrid",
+    "known_size",
     "load_dataset",
     "load_dsprites",
     "register_dataset",

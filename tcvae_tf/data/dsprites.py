@@ -35,6 +35,8 @@ RENDERER_VERSION = 1
 
 FACTOR_NAMES = ("shape", "scale", "orientation", "pos_x", "pos_y")
 FACTOR_SIZES = (3, 6, 40, 32, 32)
+NUM_IMAGES = int(np.prod(FACTOR_SIZES))
+DEFAULT_SUBGRID_STRIDE = (1, 3, 10, 4, 4)
 DSPRITES_SPEC = GridSpec("dsprites", FACTOR_NAMES, FACTOR_SIZES, (64, 64, 1),
                          leading_factor_sizes=(1,))
 TFDS_LABELS = ("label_shape", "label_scale", "label_orientation", "label_x_position",
@@ -279,7 +281,13 @@ def load_dsprites(source="auto", path=None, cache_dir=None, log=None):
     return _load_rendered(cache_dir, log)
 
 
-def dsprites_subgrid(stride=(1, 3, 10, 4, 4)):
+def subgrid_size(stride=DEFAULT_SUBGRID_STRIDE):
+    """The number of images of `dsprites_subgrid(stride)`, without rendering them."""
+    return int(np.prod([len(range(0, size, step))
+                        for size, step in zip(FACTOR_SIZES, stride, strict=True)]))
+
+
+def dsprites_subgrid(stride=DEFAULT_SUBGRID_STRIDE):
     """A small dSprites: every stride-th class of each factor, rendered directly.
 
     With the default stride the factors keep (3, 2, 4, 8, 8) classes, 1536 images: shapes
