@@ -96,3 +96,12 @@ def test_errors_are_one_line(change, message):
     assert "\n" not in str(error.value)
     with pytest.raises(ValueError, match="num_bins must be a positive integer"):
         modularity_explicitness(*split(identity), num_bins=0)
+
+
+@pytest.mark.parametrize("num_factors", [2, 3, 5, 8])
+def test_a_latent_carrying_two_factors_equally(num_factors):
+    information = np.zeros((1, num_factors))
+    information[0, :2] = 0.7
+    score, per_latent = modularity(information)
+    assert score == pytest.approx(1.0 - 1.0 / (num_factors - 1))
+    assert per_latent[0] == pytest.approx(score)

@@ -7,7 +7,7 @@ import pytest
 
 from tcvae_tf import evaluation
 from tcvae_tf.data.ground_truth import GroundTruthDataset
-from tcvae_tf.metrics import registry
+from tcvae_tf.metrics import registry, utils
 
 SIZES = (2, 3, 4)
 SMALL = {  # disentanglement_lib's sizes are 10000 / 5000; these keep the test fast
@@ -143,3 +143,31 @@ def test_a_new_metric_is_one_registry_entry(toy, monkeypatch):
     assert dict(evaluation.summary_rows(result))["spread of the codes"] == (
         f"{loc.std(axis=0).sum():.3f}")
     assert dataclasses.replace(entry, default=True).default
+
+
+@pytest.mark.parametrize("num_rows,num_train,num_test", [(100, 60, 40), (1000, 30, 20),
+                                                           (24, 200, 100), (2, 5, 5)])
+def test_training_and_test_samples_share_no_image(num_rows, num_train, num_test):
+    train, test = utils.train_test_rows(num_rows, num_train, num_test,
+                                        np.random.default_rng(0))
+    assert train.shape == (num_train,) and test.shape == (num_test,)
+    assert train.dtype == test.dtype == np.int64
+    assert set(train.tolist()).isdisjoint(test.tolist())
+    assert 0 <= min(train.min(), test.min()) and max(train.max(), test.max()) < num_rows
+    if num_train + num_test <= num_rows:  # enough rows: no image twice
+        assert len(set(train.tolist()) | set(test.tolist())) == num_train + num_test
+    with pytest.raises(ValueError, match="at least 2 images"):
+        utils.train_test_rows(1, num_train, num_test, np.random.default_rng(0))
+
+
+def test_a_noise_code_scores_chance_on_a_dataset_smaller_than_the_samples():
+    # 300 images, 2,000 training and 1,000 test draws: drawn independently, every test
+    # image would be a training image and the boosted trees would recall its class.
+    rng = np.random.default_rng(3)
+    classes = rng.integers(0, 10, size=(300, 2))
+    noise = rng.normal(size=(300, 4))
+    result = evaluation.compute_metrics(
+        noise, np.zeros_like(noise), classes, metrics=["dci"], factor_names=["a", "b"],
+        options={"dci": {"num_train": 2000, "num_test": 1000}})["dci"]
+    assert result["informativeness_train"] > 0.5  # the trees memorise their training rows
+    assert result["informativeness_test"] < 0.2  # chance is about 0.1

@@ -91,8 +91,9 @@ def modularity_explicitness(train_codes, train_factors, test_codes, test_factors
     Known values: a code independent of the factors has explicitness 0.5 (chance AUC); its
     modularity is not 0: the noise in the estimated mutual information is spread over the
     factors in proportion to their numbers of classes. Factors copied one per latent give
-    modularity 1 and explicitness near 1; a latent that mixes two factors equally has
-    modularity 0. Constant latents count as modularity 0 (disentanglement_lib's rule), so
+    modularity 1 and explicitness near 1; a latent that carries two of the K factors equally
+    (and nothing of the others) has modularity 1 - 1/(K-1): 0 with two factors, 0.75 with
+    dSprites' five. Constant latents count as modularity 0 (disentanglement_lib's rule), so
     they lower the average.
 
     Args:

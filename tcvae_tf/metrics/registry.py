@@ -101,9 +101,9 @@ class MetricInputs:
     def split(self, num_train, num_test):
         """Posterior means and factor classes of a random training and test sample.
 
-        Rows are uniform with replacement (disentanglement_lib's draw on a full factorial
-        dataset), from a generator seeded with the evaluation's seed: every metric that asks
-        for the same sizes gets the same images. Factors that take a single value over the
+        The two samples share no image (`utils.train_test_rows`); rows are uniform, from a
+        generator seeded with the evaluation's seed: every metric that asks for the same
+        sizes gets the same images. Factors that take a single value over the
         dataset are left out.
 
         Returns:
