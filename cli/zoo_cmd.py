@@ -8,12 +8,15 @@ _ROOT_HELP = "Zoo folder [env TCVAE_TF_ZOO; default: the repository's zoo/, else
 
 
 def _zoo_root_option(command):
-    return click.option("--zoo-root", default=None, envvar="TCVAE_TF_ZOO",
+    # No envvar here: the group and each subcommand take the option, and an environment
+    # value read by the subcommand's copy would win over the group's flag.
+    # zoo.resolve_root reads $TCVAE_TF_ZOO when neither flag is given.
+    return click.option("--zoo-root", default=None,
                         type=click.Path(file_okay=False), help=_ROOT_HELP)(command)
 
 
 def _zoo_root(ctx, zoo_root):
-    """The subcommand's --zoo-root, else the group's, else the default."""
+    """The subcommand's --zoo-root, else the group's, else $TCVAE_TF_ZOO, else the default."""
     from tcvae_tf import zoo
 
     return zoo.resolve_root(zoo_root or (ctx.obj or {}).get("zoo_root"))

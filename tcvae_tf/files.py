@@ -1,16 +1,19 @@
 """Atomic file writes and checksums.
 
 A reader never sees a half-written file, and an interrupted write leaves only a
-``.tmp-*`` file behind, never a file under the final name.
+``.tmp-*`` file behind, never a file under the final name. A file is flushed to disk
+before it is renamed into place, so a power loss cannot leave a file under the final
+name whose content is lost.
 """
 
+import contextlib
 import hashlib
 import os
 import tempfile
 
 
 def atomic_write(path, write, prefix=".tmp-", suffix=None):
-    """Writes a file through a temporary file next to it and a rename.
+    """Writes a file through a temporary file next to it, flushed to disk, and a rename.
 
     Args:
       path: the file to write.
@@ -21,7 +24,8 @@ def atomic_write(path, write, prefix=".tmp-", suffix=None):
         Keras' ``save_weights`` needs ".weights.h5").
 
     Returns:
-      ``path``. The file gets the usual permissions (0666 minus the umask).
+      ``path``. The file gets the usual permissions (0666 minus the umask); the folder's
+      entry is flushed to disk after the rename where the OS allows.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -34,12 +38,47 @@ def atomic_write(path, write, prefix=".tmp-", suffix=None):
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
+        fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    fsync_folder(folder)
     return path
+
+
+def fsync_file(path):
+    """Flushes a file's content to disk."""
+    # Windows' fsync needs a descriptor open for writing; POSIX flushes through any.
+    fd = os.open(path, os.O_RDONLY if os.name == "posix" else os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_folder(path):
+    """Flushes a folder's entries (names created, renamed or removed in it) to disk.
+
+    A no-op where the OS cannot open a folder (Windows) or the file system refuses.
+    """
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def fsync_tree(folder):
+    """Flushes every file and folder under ``folder`` (``folder`` included) to disk."""
+    for directory, _, file_names in os.walk(folder):
+        for file_name in file_names:
+            fsync_file(os.path.join(directory, file_name))
+        fsync_folder(directory)
 
 
 def atomic_write_text(path, text, prefix=".tmp-"):

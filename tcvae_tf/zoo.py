@@ -15,8 +15,12 @@ parameter counts, latent_dim, image_shape, the posterior parameterisation
 (``log_scale`` is the log of the posterior's standard deviation) and the sha256 of every
 file of both SavedModels. Versions are integers and a published version is never
 overwritten; new versions are built in a temporary folder inside ROOT and renamed into
-place, and card/index are replaced atomically. Loading checks a SavedModel's files
-against the card first: a damaged one is refused with the message ``verify`` prints.
+place, and card/index are replaced atomically. Writing ``index.json`` is the commit point
+of a publish: version folders and card entries that the index does not list were left by
+an interrupted publish, and the next publish of that name removes them (with staging
+folders no running publisher holds) before it picks its version. Loading checks a
+SavedModel's files against the card first: a damaged one is refused with the message
+``verify`` prints.
 
 The root is, in order: the ``root`` argument, ``$TCVAE_TF_ZOO``, the repository's
 ``zoo/`` folder (next to the ``tcvae_tf`` package), ``./zoo``.
@@ -46,7 +50,12 @@ import tempfile
 from pathlib import Path
 
 from tcvae_tf import export, runs
-from tcvae_tf.files import atomic_write_text, sha256_file
+from tcvae_tf.files import atomic_write_text, fsync_folder, fsync_tree, sha256_file
+
+try:
+    import fcntl
+except ImportError:  # not on POSIX: no locks
+    fcntl = None
 
 INDEX_FILE = "index.json"
 CARD_FILE = "card.json"
@@ -56,6 +65,8 @@ ENV_VAR = "TCVAE_TF_ZOO"
 METRICS_FILE = "metrics.json"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _TMP_PREFIX = ".tmp-"
+_VERSION_PATTERN = re.compile(r"^[1-9][0-9]*$")
+_INTERRUPTED = "left by an interrupted publish; the next export of {name} removes it"
 
 
 class ZooError(LookupError):
@@ -102,6 +113,23 @@ def _read_json(path):
         raise ValueError(f"{path} is not valid JSON: {error}") from None
 
 
+def _is_version(value):
+    """Whether a registry value is a version number (an int, or its digits as a JSON key)."""
+    return (isinstance(value, int | str) and not isinstance(value, bool)
+            and _VERSION_PATTERN.match(str(value)) is not None)
+
+
+def _read_card_file(path):
+    """Reads a card.json, checking its shape (ValueError naming the file if it is wrong)."""
+    card = _read_json(path)
+    versions = card.get("versions") if isinstance(card, dict) else None
+    if not isinstance(versions, dict) or not all(
+            _is_version(key) and isinstance(entry, dict) for key, entry in versions.items()):
+        raise ValueError(f"{path} is not a model card (an object whose \"versions\" maps "
+                         f"version numbers to objects)")
+    return card
+
+
 def _write_text(path, text):
     atomic_write_text(path, text, prefix=_TMP_PREFIX)
 
@@ -126,6 +154,11 @@ def read_index(root=None):
     index = _read_json(path)
     if not isinstance(index, dict) or not isinstance(index.get("models"), dict):
         raise ValueError(f"{path} has no \"models\" mapping")
+    for name, entry in index["models"].items():
+        versions = entry.get("versions", []) if isinstance(entry, dict) else None
+        if not isinstance(versions, list) or not all(_is_version(v) for v in versions):
+            raise ValueError(f"{path}: the entry of {name!r} is not an object with a list of "
+                             f"version numbers")
     return index
 
 
@@ -221,7 +254,7 @@ def read_card(name, root=None):
     path = root / name / CARD_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing (model {name!r} is listed in the index)")
-    return _read_json(path)
+    return _read_card_file(path)
 
 
 def card_entry(name, version=None, root=None):
@@ -237,7 +270,7 @@ def card_entry(name, version=None, root=None):
     """
     version = resolve_version(name, version, root)
     card = read_card(name, root)
-    entry = card.get("versions", {}).get(str(version))
+    entry = card["versions"].get(str(version))
     if entry is None:
         path = resolve_root(root) / name / CARD_FILE
         raise ValueError(f"{path} has no entry for version {version}")
@@ -430,53 +463,152 @@ def _check_name(name):
                          f"(starting with a letter or digit), at most 100 characters")
 
 
-def _on_disk_versions(model_dir):
-    versions = set()
-    for network in NETWORKS:
-        folder = model_dir / network
-        if folder.is_dir():
-            versions.update(int(entry.name) for entry in folder.iterdir()
-                            if entry.name.isdigit())
-    return versions
+def _version_folders(model_dir):
+    """The ``NETWORK/<digits>`` folders under ROOT/NAME: what TF Serving reads as versions."""
+    return [entry for network in NETWORKS if (model_dir / network).is_dir()
+            for entry in sorted((model_dir / network).iterdir())
+            if entry.is_dir() and entry.name.isascii() and entry.name.isdigit()]
 
 
 def _card_versions(model_dir):
     path = model_dir / CARD_FILE
     if not path.is_file():
         return set()
-    return {int(v) for v in _read_json(path).get("versions", {})}
+    return {int(v) for v in _read_card_file(path)["versions"]}
+
+
+def _published_versions(name, root):
+    """The versions of ``name`` that ``index.json`` lists: the published ones."""
+    return {int(v) for v in read_index(root)["models"].get(name, {}).get("versions", [])}
 
 
 def _taken_versions(name, root):
-    entry = read_index(root)["models"].get(name, {})
     model_dir = root / name
-    return ({int(v) for v in entry.get("versions", [])} | _on_disk_versions(model_dir)
-            | _card_versions(model_dir))
+    return (_published_versions(name, root) | _card_versions(model_dir)
+            | {int(folder.name) for folder in _version_folders(model_dir)})
 
 
-def _check_free(name, version, root):
-    taken = _taken_versions(name, root)
+def _check_free(name, version, root, taken):
     if version in taken:
         raise FileExistsError(
             f"{name} version {version} is already published in {root}; versions are never "
             f"overwritten (next free version: {max(taken) + 1})")
 
 
+def _lock(folder, wait=True):
+    """Takes an exclusive advisory lock on a folder.
+
+    The lock lasts until the returned descriptor is closed (``_unlock``) or its process
+    ends, however it ends.
+
+    Returns:
+      The descriptor holding the lock; None if ``wait`` is False and another holder has
+      it, or on an OS without ``fcntl`` (no locks).
+    """
+    if fcntl is None:
+        return None
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _unlock(fd):
+    if fd is not None:
+        os.close(fd)  # releases the lock
+
+
 @contextlib.contextmanager
 def _locked(root):
-    """Serialises publishers of one zoo (an advisory lock on the root folder)."""
+    """Serialises writers of one zoo (an advisory lock on the root folder)."""
+    fd = _lock(root)
     try:
-        import fcntl
-    except ImportError:  # not on POSIX: no lock
-        yield
-        return
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        _unlock(fd)
+
+
+@contextlib.contextmanager
+def _staging_folder(root, name):
+    """A new folder ``ROOT/.tmp-NAME-*`` to build a version in; removed at the end.
+
+    It is locked for as long as it is in use, so ``_recover`` tells it from a staging
+    folder whose publisher died. It is created under the zoo's lock, which ``_recover``
+    holds too: ``_recover`` never sees it before it is locked.
+    """
+    with _locked(root):
+        staging = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{name}-", dir=root))
+        fd = _lock(staging)
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        _unlock(fd)
+
+
+def _abandoned(staging):
+    """Whether no running publisher holds a staging folder (always False without fcntl)."""
+    fd = _lock(staging, wait=False)
+    _unlock(fd)
+    return fd is not None
+
+
+def _recover(name, root):
+    """Removes what interrupted publishes left in a zoo; call it under ``_locked(root)``.
+
+    Writing ``index.json`` is the commit point of a publish, so what the index does not
+    list was never published: NAME's version folders and card entries of unlisted
+    versions (a card that then holds none is removed, and NAME's folders if they are
+    left empty), staging folders ``ROOT/.tmp-*`` that no running publisher holds, and the
+    ``.tmp-*.json`` files of interrupted card and index writes (written only under the
+    lock). Nothing the index lists is touched.
+
+    Args:
+      name: the model being published.
+      root: zoo folder.
+
+    Returns:
+      The removed paths.
+    """
+    listed = {str(version) for version in _published_versions(name, root)}
+    model_dir = root / name
+    removed = []
+    for folder in (root, model_dir):
+        if folder.is_dir():
+            removed += [path for path in sorted(folder.glob(f"{_TMP_PREFIX}*.json"))
+                        if path.is_file()]
+    removed += [path for path in sorted(root.glob(f"{_TMP_PREFIX}*"))
+                if path.is_dir() and not path.is_symlink() and _abandoned(path)]
+    removed += [path for path in _version_folders(model_dir) if path.name not in listed]
+    card_path = model_dir / CARD_FILE
+    card = _read_card_file(card_path) if card_path.is_file() else None
+    unlisted = [key for key in card["versions"] if str(int(key)) not in listed] if card else []
+    for path in removed:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if unlisted:
+        for key in unlisted:
+            del card["versions"][key]
+        if card["versions"]:
+            _write_json(card_path, card)
+        else:
+            card_path.unlink()
+        removed.append(card_path)
+    if not listed:
+        for folder in (*(model_dir / network for network in NETWORKS), model_dir):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+    for folder in {path.parent for path in removed}:
+        fsync_folder(folder)
+    return removed
 
 
 def _file_checksums(folder, prefix):
@@ -601,7 +733,10 @@ def publish(run_dir, name, version=None, root=None, study=None):
 
     Builds both SavedModels in a temporary folder inside ROOT, renames them to
     ``ROOT/NAME/{encoder,decoder}/<version>``, then rewrites ``card.json`` and
-    ``index.json`` atomically. An existing version is never touched.
+    ``index.json`` atomically; the index write commits the version. An existing version
+    is never touched. What an interrupted earlier publish left (version folders and card
+    entries the index does not list, abandoned staging folders) is removed first, under
+    the zoo's lock, so its version number is free again.
 
     Args:
       run_dir: a finished run folder (``model.keras`` and ``config.json``; its
@@ -631,7 +766,7 @@ def publish(run_dir, name, version=None, root=None, study=None):
         if isinstance(version, bool) or int(version) != version or version < 1:
             raise ValueError(f"version must be a positive integer, got {version!r}")
         version = int(version)
-        _check_free(name, version, root)
+        _check_free(name, version, root, _published_versions(name, root))
     config_path = Path(run_dir) / training.CONFIG_FILE
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} does not exist (not a run folder)")
@@ -649,13 +784,15 @@ def publish(run_dir, name, version=None, root=None, study=None):
     model = export.load_run_model(run_dir)
 
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{name}-", dir=root))
-    try:
+    with _staging_folder(root, name) as staging:
         description = export.export_model(model, staging / "encoder", staging / "decoder")
+        fsync_tree(staging)
         with _locked(root):
+            _recover(name, root)
+            taken = _taken_versions(name, root)
             if version is None:
-                version = max(_taken_versions(name, root), default=0) + 1
-            _check_free(name, version, root)
+                version = max(taken, default=0) + 1
+            _check_free(name, version, root, taken)
             files = {}
             for network in NETWORKS:
                 files.update(_file_checksums(staging / network, f"{network}/{version}"))
@@ -663,16 +800,20 @@ def publish(run_dir, name, version=None, root=None, study=None):
             if study_record is not None:
                 entry["study"] = study_record
             _install(root, name, version, staging, entry)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return version
 
 
 def _install(root, name, version, staging, entry):
-    """Renames the staged SavedModels into place and registers them; undone on failure."""
+    """Renames the staged SavedModels into place and registers them; undone on failure.
+
+    A crash (no undo) leaves folders and a card entry that the index does not list:
+    ``_recover`` removes them.
+    """
     model_dir = root / name
     card_path = model_dir / CARD_FILE
     old_card = card_path.read_text() if card_path.is_file() else None
+    card = (_read_card_file(card_path) if old_card is not None
+            else {"format": FORMAT, "name": name, "versions": {}})
     moved = []
     created = [folder for folder in (model_dir, *(model_dir / n for n in NETWORKS))
                if not folder.exists()]
@@ -682,8 +823,7 @@ def _install(root, name, version, staging, entry):
             target = model_dir / network / str(version)
             os.rename(staging / network, target)
             moved.append((target, staging / network))
-        card = (json.loads(old_card) if old_card is not None
-                else {"format": FORMAT, "name": name, "versions": {}})
+            fsync_folder(model_dir / network)
         card["versions"][str(version)] = entry
         card["versions"] = dict(sorted(card["versions"].items(), key=lambda kv: int(kv[0])))
         _write_json(card_path, card)
@@ -787,21 +927,20 @@ def _verify_model(name, entry_in_index, root, load):
     if not card_path.is_file():
         return [f"{name}: {card_path} is missing"]
     try:
-        card = _read_json(card_path)
+        card = _read_card_file(card_path)
     except ValueError as error:
         return [f"{name}: {error}"]
-    card_versions = {int(v) for v in card.get("versions", {})}
+    card_versions = {int(v) for v in card["versions"]}
     index_versions = {int(v) for v in entry_in_index.get("versions", [])}
+    interrupted = _INTERRUPTED.format(name=name)
     for version in sorted(index_versions - card_versions):
         problems.append(f"{name}: version {version} is in {INDEX_FILE} but not in {card_path}")
     for version in sorted(card_versions - index_versions):
-        problems.append(f"{name}: version {version} is in {card_path} but not in {INDEX_FILE}")
-    for network in NETWORKS:
-        folder = model_dir / network
-        on_disk = {int(p.name) for p in folder.iterdir() if p.name.isdigit()} if folder.is_dir() \
-            else set()
-        for version in sorted(on_disk - index_versions):
-            problems.append(f"{name}: {folder / str(version)} is not listed in {INDEX_FILE}")
+        problems.append(f"{name}: version {version} is in {card_path} but not in {INDEX_FILE}, "
+                        f"{interrupted}")
+    for folder in _version_folders(model_dir):
+        if folder.name not in {str(version) for version in index_versions}:
+            problems.append(f"{name}: {folder} is not listed in {INDEX_FILE}, {interrupted}")
     for version in sorted(index_versions & card_versions):
         entry = card["versions"][str(version)]
         files = entry.get("files", {})
@@ -853,7 +992,8 @@ def verify(name=None, root=None, load=True):
         for folder in sorted(root.iterdir()):
             if (folder.name not in index["models"] and not folder.name.startswith(".")
                     and any((folder / network).is_dir() for network in NETWORKS)):
-                problems.append(f"{folder.name}: {folder} is not listed in {INDEX_FILE}")
+                problems.append(f"{folder.name}: {folder} is not listed in {INDEX_FILE}, "
+                                f"{_INTERRUPTED.format(name=folder.name)}")
     for model_name in names:
         problems.extend(_verify_model(model_name, index["models"][model_name], root, load))
     return problems
@@ -944,7 +1084,7 @@ def update_metrics(name, metrics, version=None, root=None, replace=False):
             raise ValueError(f"{problems[0]}; the card is not changed "
                              f"(tcvae-tf zoo verify {name})")
         card_path = root / name / CARD_FILE
-        card = _read_json(card_path)
+        card = _read_card_file(card_path)
         entry = card["versions"][str(version)]
         trained_on = (entry.get("dataset") or {}).get("name")
         evaluated_on = (metrics.get("data") or {}).get("name")

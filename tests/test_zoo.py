@@ -518,6 +518,55 @@ def test_cli_errors_are_one_line(published, tmp_path):
     assert len(no_model.output.strip().splitlines()) == 1 and "config.json" in no_model.output
 
 
+def test_an_explicit_zoo_root_beats_the_environment(published, tmp_path):
+    root, _, _ = published
+    empty = tmp_path / "empty"
+    runner = CliRunner(env={zoo.ENV_VAR: str(empty)})
+    for args in (["zoo", "--zoo-root", str(root), "list"],
+                 ["zoo", "list", "--zoo-root", str(root)],
+                 ["zoo", "--zoo-root", str(empty), "list", "--zoo-root", str(root)]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        assert [line.split()[0] for line in result.output.splitlines()] == ["NAME", NAME], args
+    assert runner.invoke(cli, ["zoo", "list"]).output == f"no models in {empty}\n"
+    for command in (["verify", "--no-load"], ["show", NAME], ["serving-config"]):
+        result = runner.invoke(cli, ["zoo", "--zoo-root", str(root), *command])
+        assert result.exit_code == 0, result.output
+        assert str(root) in result.output, command
+
+
+@pytest.mark.parametrize("broken", ["card", "card entry", "index entry"])
+def test_a_card_or_index_entry_that_is_not_an_object_is_one_line(zoo_copy, broken):
+    root, run_dir, _ = zoo_copy
+    card_path, index_path = root / NAME / zoo.CARD_FILE, root / zoo.INDEX_FILE
+    if broken == "card":
+        path, message = card_path, "is not a model card"
+        path.write_text("[1, 2]")
+    elif broken == "card entry":
+        path, message = card_path, "is not a model card"
+        card = json.loads(path.read_text())
+        path.write_text(json.dumps({**card, "versions": {"1": [1, 2]}}))
+    else:
+        path, message = index_path, f"the entry of '{NAME}' is not an object"
+        index = json.loads(path.read_text())
+        path.write_text(json.dumps({**index, "models": {NAME: [1, 2]}}))
+    before = snapshot(root)
+    runner = CliRunner()
+    for args in (["show", NAME], ["verify", NAME, "--no-load"], ["verify", "--no-load"]):
+        result = runner.invoke(cli, ["zoo", *args, "--zoo-root", str(root)])
+        assert result.exit_code == 1, result.output
+        assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+        lines = result.output.strip().splitlines()
+        assert f"{path} {message}" in lines[0] or f"{path}: {message}" in lines[0], lines
+        assert len(lines) == 1 or lines[1].startswith("Error: 1 problem(s)"), lines
+    with pytest.raises(ValueError, match=message):
+        zoo.card_entry(NAME, root=root)
+    if broken == "card":  # a publish (one export) stops there too and removes nothing
+        with pytest.raises(ValueError, match=message):
+            zoo.publish(run_dir, NAME, root=root)
+    assert snapshot(root) == before
+
+
 # -- the repository's zoo -------------------------------------------------------------------
 
 
