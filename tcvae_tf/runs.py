@@ -10,6 +10,7 @@ A run folder holds::
     model.keras                  the final model
     samples.png                  reconstructions and prior samples at the end of training
     metrics.json                 ``tcvae-tf evaluate``'s results on the final model
+    metrics-NAME+NAME.json       results of a choice of metrics, beside a full metrics.json
     curve.csv                    histogram MIG of the snapshots, keyed by step (optional)
     trial.json                   a sweep trial's state and results (sweeps only)
 
@@ -26,6 +27,8 @@ import json
 import os
 import re
 import shutil
+import zipfile
+import zlib
 
 from tcvae_tf.files import atomic_write, atomic_write_text, sha256_file
 from tcvae_tf.methods.base import LOGGED_NAMES
@@ -39,6 +42,7 @@ SNAPSHOT_DIR = "snapshots"
 MODEL_FILE = "model.keras"
 SAMPLES_FILE = "samples.png"
 METRICS_FILE = "metrics.json"
+PARTIAL_METRICS_PATTERN = "metrics-*.json"
 CURVE_FILE = "curve.csv"
 TRIAL_FILE = "trial.json"
 _SNAPSHOT_PATTERN = re.compile(r"step-(\d+)\.weights\.h5$")
@@ -114,6 +118,24 @@ def remove_training_files(run_dir):
             os.remove(path)
 
 
+def remove_results(run_dir):
+    """Deletes the final model and what was made from it: the metrics files,
+    samples.png and model.keras (the last); returns the names removed.
+
+    The undo of a run's end when a finished run trains further: its last checkpoint holds
+    the same weights, and the old model's files must not pass for the longer run's result.
+    """
+    derived = sorted(os.path.basename(path) for path in glob.glob(
+        os.path.join(glob.escape(run_dir), PARTIAL_METRICS_PATTERN)))
+    removed = []
+    for name in (METRICS_FILE, *derived, SAMPLES_FILE, MODEL_FILE):
+        path = os.path.join(run_dir, name)
+        if os.path.isfile(path):
+            os.remove(path)
+            removed.append(name)
+    return removed
+
+
 def remove_temporaries(run_dir):
     """Deletes ``.tmp-*`` files left by writes that a crash interrupted; returns their paths.
 
@@ -147,7 +169,11 @@ def has_checkpoint(run_dir):
 
 
 def load_model(run_dir, prefer_checkpoint=False):
-    """Loads the model of a run folder (``model.keras``, else the last checkpoint)."""
+    """Loads the model of a run folder (``model.keras``, else the last checkpoint).
+
+    Raises:
+      RunError: the run holds no model, or the file is damaged (not a complete archive).
+    """
     import keras
 
     from tcvae_tf import model as _model  # noqa: F401  (registers BetaTCVAE)
@@ -158,8 +184,23 @@ def load_model(run_dir, prefer_checkpoint=False):
     for name in candidates:
         path = os.path.join(run_dir, name)
         if os.path.isfile(path):
-            return keras.models.load_model(path)
+            try:
+                return keras.models.load_model(path)
+            except Exception:
+                if not _is_damaged_archive(path):
+                    raise
+            hint = "; start the run again with --overwrite" if name == CHECKPOINT_FILE else ""
+            raise RunError(f"{path} is damaged and cannot be read{hint}") from None
     raise RunError(f"{run_dir} holds no model ({MODEL_FILE} or {CHECKPOINT_FILE})")
+
+
+def _is_damaged_archive(path):
+    """True when the .keras file (a zip archive) is cut short or fails its checksums."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is not None
+    except (zipfile.BadZipFile, EOFError, zlib.error):
+        return True
 
 
 def model_fingerprint(run_dir):

@@ -227,8 +227,10 @@ def _make_callbacks(run_dir, config, start_step, total_steps, verbose, stream, o
 
         A window's end appends the history row, then writes the checkpoint (and the
         snapshot when one is due): a resumed run truncates the history to its checkpoint,
-        so a crash between the two writes neither loses nor repeats a row. Progress goes to
-        ``stream``: one redrawn line on a terminal, one plain line per window otherwise.
+        so a crash between the two writes neither loses nor repeats a row (an interruption
+        closes the part of the window it ran the same way, see ``_close_part_window``).
+        Progress goes to ``stream``: one redrawn line on a terminal, one plain line per
+        window otherwise.
         """
 
         def __init__(self):
@@ -301,9 +303,20 @@ def _make_callbacks(run_dir, config, start_step, total_steps, verbose, stream, o
                 stream.flush()
                 self.drawn = False
 
+    class TensorBoard(keras.callbacks.TensorBoard):
+        """Keras's TensorBoard callback, with the per-step summaries at the run's step:
+        Keras counts the batches of each ``fit`` call from 0, and a resumed run (or a
+        window of another length) is a call of its own."""
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            self._pop_writer()
+            self._global_train_batch = int(self.model.optimizer.iterations.numpy())
+            self._push_writer(self._train_writer, self._global_train_batch)
+
     return Window(), [
-        keras.callbacks.TensorBoard(os.path.join(run_dir, runs.TENSORBOARD_DIR),
-                                    update_freq=max(1, min(100, log_every))),
+        TensorBoard(os.path.join(run_dir, runs.TENSORBOARD_DIR),
+                    update_freq=max(1, min(100, log_every))),
     ]
 
 
@@ -481,8 +494,20 @@ def _train(config, resume, overwrite, verbose, echo, stream, on_window, strategy
         with scope:
             model = runs.load_model(run_dir, prefer_checkpoint=True)
         start_step = int(model.optimizer.iterations.numpy())
+        finished = os.path.isfile(os.path.join(run_dir, MODEL_FILE))
+        if finished and start_step >= total_steps:
+            # Saving the model again would change model.keras's bytes, and metrics.json
+            # would no longer pass for its results.
+            echo(f"{run_dir} already reached step {start_step} of {total_steps}; "
+                 f"nothing to train, the run is left as it is")
+            return run_dir
         runs.truncate_history(run_dir, start_step)
         echo(f"resuming {run_dir} at step {start_step}")
+        if finished:
+            removed = runs.remove_results(run_dir)
+            echo(f"the run finished at step {start_step} now trains to step {total_steps}: "
+                 f"removed its {', '.join(removed)} ({CHECKPOINT_FILE} holds the same "
+                 f"weights)")
     else:
         if resume:
             echo(f"{run_dir} has no checkpoint yet; starting at step 0")
@@ -549,6 +574,7 @@ def _fit(model, dataset, config, run_dir, start_step, total_steps, verbose, stre
         window.end_line()
         step = int(model.optimizer.iterations.numpy())
         if step > 0:
+            _close_part_window(model, run_dir, start_step, step)
             runs.save_checkpoint(model, run_dir)
             raise TrainingError(f"interrupted at step {step}; checkpoint saved, continue "
                                 f"with --resume --out {run_dir}") from None
@@ -559,3 +585,18 @@ def _fit(model, dataset, config, run_dir, start_step, total_steps, verbose, stre
         window.end_line()
         raise TrainingError(distribute.collective_failure(error, run_dir)) from None
     runs.save_checkpoint(model, run_dir)
+
+
+def _close_part_window(model, run_dir, start_step, step):
+    """Appends the history row of a window that an interruption cut at ``step``, before
+    its checkpoint: each row then holds the means over the steps since the row before.
+
+    The trackers, reset when the window began, count every step the optimizer took (a
+    Ctrl-C lands after the step that was running, before the callbacks see it), so the
+    row holds what a row at the window's end holds: ``Model.get_metrics_result()``.
+    Nothing is written when no step ran since ``start_step`` or the last row is at
+    ``step`` already.
+    """
+    rows = runs.read_history(run_dir)
+    if step > start_step and (not rows or rows[-1]["step"] < step):
+        runs.append_history(run_dir, step, model.get_metrics_result())
