@@ -77,7 +77,7 @@ def test_bad_strategy_options_raise():
      "batch size 63 does not split over 2 replicas; give a multiple of 2"),
     (["--strategy", "multiworker"], {"TF_CONFIG": '{"cluster": '},
      "TF_CONFIG is not valid JSON"),
-    (["--strategy", "mirrored", "--cpu-replicas", "0"], {},
+    (["--strategy", "mirrored", "--cpu-replicas", "0", "--batch-size", "64"], {},
      "--cpu-replicas must be a positive int, got 0"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, args, env, message):
