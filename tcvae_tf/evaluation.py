@@ -88,6 +88,7 @@ class Evaluable:
       image_shape: (64, 64, C).
       likelihood: "bernoulli" or "gaussian", the decoder's p(x|z).
       posterior: "normal" or "laplace", the family of q(z|x).
+      prior: "normal" or "laplace", the family of p(z).
       path: the run folder, or the zoo model's folder.
       version: the zoo version (None for runs).
 
@@ -101,7 +102,8 @@ class Evaluable:
     """
 
     def __init__(self, name, kind, config, data, encoder, decoder, latent_dim, image_shape,
-                 likelihood="bernoulli", posterior="normal", path=None, version=None):
+                 likelihood="bernoulli", posterior="normal", path=None, version=None,
+                 prior="normal"):
         self.name = name
         self.kind = kind
         self.config = dict(config or {})
@@ -110,6 +112,7 @@ class Evaluable:
         self.image_shape = tuple(int(s) for s in image_shape)
         self.likelihood = likelihood
         self.posterior = posterior
+        self.prior = prior
         self.path = None if path is None else os.fspath(path)
         self.version = version
         self._encoder = encoder
@@ -220,7 +223,8 @@ def load_run(run_dir, model=None):
         encoder=lambda images: model.encode(images, training=False),
         decoder=lambda latents: model.decode(latents, training=False),
         latent_dim=model.latent_dim, image_shape=model.image_shape,
-        likelihood=model.likelihood, posterior=model.posterior, path=run_dir)
+        likelihood=model.likelihood, posterior=model.posterior, path=run_dir,
+        prior=model.prior)
     evaluable.fingerprint = fingerprint
     return evaluable
 
@@ -253,7 +257,8 @@ def _load_zoo(name, zoo_root, version):
         image_shape=entry.get("image_shape") or (64, 64, 1),
         likelihood=model_config.get("likelihood") or "bernoulli",
         posterior=model_config.get("posterior") or "normal",
-        path=os.fspath(zoo.resolve_root(zoo_root) / name), version=version)
+        path=os.fspath(zoo.resolve_root(zoo_root) / name), version=version,
+        prior=model_config.get("prior") or "normal")
 
 
 def load_evaluable(ref, zoo_root=None, version=None):
@@ -685,9 +690,10 @@ def evaluate(ref, metrics=METRICS, num_samples=DEFAULT_NUM_SAMPLES, seed=0, zoo_
         if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
             raise ValueError(f"{label} must be a positive integer, got {value!r}")
     evaluable = load_evaluable(ref, zoo_root=zoo_root, version=version)
-    if evaluable.posterior != "normal":
-        raise ValueError(f"{evaluable.name} has a {evaluable.posterior} posterior; the metrics "
-                         f"assume a normal one")
+    if evaluable.posterior != "normal" or evaluable.prior != "normal":
+        raise ValueError(f"{evaluable.name} has a {evaluable.posterior} posterior and a "
+                         f"{evaluable.prior} prior; the metrics assume normal ones (the ELBO "
+                         f"terms are computed against N(0, I))")
     start = time.perf_counter()
     dataset = load_evaluation_dataset(evaluable, source=source, data_path=data_path, echo=echo)
     seconds = {"load_data": round(time.perf_counter() - start, 3)}

@@ -434,3 +434,15 @@ def test_cli_setting_errors_are_one_line(run):
                                      setting, "--quiet"])
         assert result.exit_code == 1, (setting, result.output)
         assert message in result.output and result.output.count("\n") == 1, result.output
+
+
+def test_a_laplace_prior_is_refused_not_measured_against_a_normal(tmp_path, monkeypatch):
+    from tcvae_tf.model import BetaTCVAE
+
+    (tmp_path / "config.json").write_text('{"train": {}}')
+    model = BetaTCVAE(latent_dim=2, arch="burgess", dataset_size=64, prior="laplace")
+    evaluable = evaluation.load_run(str(tmp_path), model=model)
+    assert (evaluable.posterior, evaluable.prior) == ("normal", "laplace")
+    monkeypatch.setattr(evaluation, "load_evaluable", lambda ref, **kw: evaluable)
+    with pytest.raises(ValueError, match="normal posterior and a laplace prior"):
+        evaluation.evaluate(str(tmp_path), metrics=["elbo"])
