@@ -586,8 +586,9 @@ def run(dataset, grid, fixed, out, address=None, max_concurrent=None, cpus_per_t
       make_config: see ``plan``.
       echo: callable(str) for progress lines.
       report_only: only rewrite the result files from the run folders as they are (while
-        the sweep runs elsewhere, or to see an interrupted one); nothing trains, Ray is
-        not started, and unfinished trials are no error.
+        the sweep runs elsewhere, or to see an interrupted one), after measuring the
+        snapshots of unfinished trials not yet in their curves; nothing trains, Ray is not
+        started, and unfinished trials are no error.
 
     Returns:
       The result rows (see ``result_rows``).
@@ -602,6 +603,8 @@ def run(dataset, grid, fixed, out, address=None, max_concurrent=None, cpus_per_t
     pending = [trial for trial in trials if not is_finished(trial)]
     done = len(trials) - len(pending)
     echo(f"sweep {out}: {len(trials)} trials, {done} finished, {len(pending)} to run")
+    if report_only:
+        _measure_new_snapshots(trials, echo)
     rows = write_results(trials, out, grid)
     if report_only:
         for row in rows:
@@ -620,6 +623,20 @@ def run(dataset, grid, fixed, out, address=None, max_concurrent=None, cpus_per_t
                          f"); run the same command again to resume them")
     echo(f"sweep finished: {os.path.join(out, RESULTS_CSV)}")
     return rows
+
+
+def _measure_new_snapshots(trials, echo):
+    """The histogram MIG of the snapshots that unfinished trials kept since their curve was
+    last written (a trial measures its own at its end, skipping these): so that a report
+    shows MIG against steps while trials still train. 10,000 images a snapshot."""
+    from tcvae_tf import curves
+
+    for trial in trials:
+        if is_finished(trial) or not runs.snapshots(trial.run_dir):
+            continue
+        name = os.path.basename(trial.run_dir)
+        curves.update_curve(trial.run_dir, echo=lambda message, name=name: echo(
+            f"[{name}] snapshot {message}"))
 
 
 def reap(driver_pid, interval=1.0):

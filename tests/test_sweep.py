@@ -78,6 +78,25 @@ def test_report_only_rewrites_the_results_and_trains_nothing(tmp_path):
     assert not any((out / name / runs.CONFIG_FILE).exists() for name in ("seed-0", "seed-1"))
 
 
+def test_report_measures_the_snapshots_of_a_trial_under_way(tmp_path):
+    out = tmp_path / "sweep"
+    options = ["--steps", "4", "--keep-every", "2", "--checkpoint-every", "2", *TINY[:-2]]
+    report = ["sweep", "dsprites-small", "--grid", "seed=0,1", *options, *TINY[-2:],
+              "--out", str(out), "--report"]
+    assert CliRunner().invoke(cli, report).exit_code == 0  # claims the folder
+    trained = CliRunner().invoke(cli, ["train", "dsprites-small", "--seed", "0", *options,
+                                       "--out", str(out / "seed-0")])
+    assert trained.exit_code == 0, trained.output
+    result = CliRunner().invoke(cli, report)
+    assert result.exit_code == 0, result.output
+    assert "[seed-0] snapshot step 2: histogram MIG" in result.output
+    with open(out / sweep.CURVES_CSV) as handle:
+        curve = list(csv.DictReader(handle))
+    assert [(row["seed"], row["step"]) for row in curve] == [("0", "2"), ("0", "4")]
+    assert all(0.0 <= float(row["mig_histogram"]) <= 1.0 for row in curve)
+    assert [row["step"] for row in runs.read_curve(str(out / "seed-0"))] == [2, 4]
+
+
 def test_a_different_grid_or_option_is_refused(tmp_path):
     out = str(tmp_path / "sweep")
     sweep.claim_folder(out, "dsprites-small", {"seed": [0, 1]}, {"beta": 6.0, "steps": 8})
