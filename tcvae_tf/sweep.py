@@ -604,7 +604,7 @@ def run(dataset, grid, fixed, out, address=None, max_concurrent=None, cpus_per_t
     done = len(trials) - len(pending)
     echo(f"sweep {out}: {len(trials)} trials, {done} finished, {len(pending)} to run")
     if report_only:
-        _measure_new_snapshots(trials, echo)
+        _measure_new_snapshots(pending, echo)
     rows = write_results(trials, out, grid)
     if report_only:
         for row in rows:
@@ -625,14 +625,14 @@ def run(dataset, grid, fixed, out, address=None, max_concurrent=None, cpus_per_t
     return rows
 
 
-def _measure_new_snapshots(trials, echo):
-    """The histogram MIG of the snapshots that unfinished trials kept since their curve was
-    last written (a trial measures its own at its end, skipping these): so that a report
+def _measure_new_snapshots(unfinished, echo):
+    """The histogram MIG of the snapshots that the ``unfinished`` trials kept since their
+    curve was last written (a trial measures its own at its end, skipping these): so that a report
     shows MIG against steps while trials still train. 10,000 images a snapshot."""
     from tcvae_tf import curves
 
-    for trial in trials:
-        if is_finished(trial) or not runs.snapshots(trial.run_dir):
+    for trial in unfinished:
+        if not runs.snapshots(trial.run_dir):
             continue
         name = os.path.basename(trial.run_dir)
         curves.update_curve(trial.run_dir, echo=lambda message, name=name: echo(
