@@ -495,8 +495,8 @@ def _check_free(name, version, root, taken):
             f"overwritten (next free version: {max(taken) + 1})")
 
 
-def _lock(folder, wait=True):
-    """Takes an exclusive advisory lock on a folder.
+def _lock(folder, wait=True, shared=False):
+    """Takes an advisory lock on a folder: exclusive, or ``shared`` with other readers.
 
     The lock lasts until the returned descriptor is closed (``_unlock``) or its process
     ends, however it ends.
@@ -509,7 +509,8 @@ def _lock(folder, wait=True):
         return None
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+                    | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
         os.close(fd)
         return None
@@ -525,9 +526,13 @@ def _unlock(fd):
 
 
 @contextlib.contextmanager
-def _locked(root):
-    """Serialises writers of one zoo (an advisory lock on the root folder)."""
-    fd = _lock(root)
+def _locked(root, shared=False):
+    """Serialises writers of one zoo (an advisory lock on the root folder).
+
+    With ``shared``, a reader's lock: readers run together, but never during a write, so
+    they do not see a publish half done.
+    """
+    fd = _lock(root, shared=shared)
     try:
         yield
     finally:
@@ -978,6 +983,14 @@ def verify(name=None, root=None, load=True):
       ZooError: ``name`` is not in the index.
     """
     root = resolve_root(root)
+    if not root.is_dir():
+        return _verify(name, root, load)
+    with _locked(root, shared=True):  # not while a publish is half done
+        return _verify(name, root, load)
+
+
+def _verify(name, root, load):
+    """``verify`` without the lock (its callers hold it)."""
     try:
         index = read_index(root)
     except ValueError as error:
@@ -1079,7 +1092,7 @@ def update_metrics(name, metrics, version=None, root=None, replace=False):
     if not sections:
         raise ValueError("the evaluation result holds no metric")
     with _locked(root):
-        problems = verify(name, root, load=False)
+        problems = _verify(name, root, load=False)
         if problems:
             raise ValueError(f"{problems[0]}; the card is not changed "
                              f"(tcvae-tf zoo verify {name})")

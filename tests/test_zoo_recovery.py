@@ -168,3 +168,32 @@ def test_atomic_write_flushes_the_file_before_the_rename(tmp_path, monkeypatch):
     assert events == [("fsync file", len(text)), ("replace", "a.json"), ("fsync folder",)]
     assert (tmp_path / "a.json").read_text() == text
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+@pytest.mark.skipif(zoo.fcntl is None, reason="no locks without fcntl")
+def test_verify_waits_for_a_publish_in_progress_and_readers_run_together(crashes, tmp_path):
+    import threading
+
+    _, published, _ = crashes
+    root = tmp_path / "zoo"
+    shutil.copytree(published, root)
+    results = []
+
+    def check():
+        results.append(zoo.verify(root=root, load=False))
+
+    reader = zoo._lock(root, shared=True)  # another verify
+    try:
+        assert zoo.verify(root=root, load=False) == []  # readers share the lock
+    finally:
+        zoo._unlock(reader)
+    writer = zoo._lock(root)  # a publish between its first rename and its index write
+    try:
+        thread = threading.Thread(target=check)
+        thread.start()
+        thread.join(timeout=1.0)
+        assert thread.is_alive() and results == []
+    finally:
+        zoo._unlock(writer)
+    thread.join(timeout=30)
+    assert results == [[]]
