@@ -1,5 +1,6 @@
 """``tcvae-tf evaluate``: a thin shell over :func:`tcvae_tf.evaluation.evaluate`."""
 
+import sys
 
 import click
 
@@ -27,7 +28,7 @@ class StageProgress:
         if stage != self.stage or self.bar is None:
             self.close()
             self.bar = click.progressbar(length=total, label=f"{self.LABELS.get(stage, stage):<18}",
-                                         file=click.get_text_stream("stderr"))
+                                         file=sys.stderr)
             self.bar.__enter__()
             self.stage, self.done = stage, 0
         self.bar.update(done - self.done)

@@ -28,12 +28,11 @@ import os
 
 import numpy as np
 
-from tcvae_tf import evaluation
+from tcvae_tf import evaluation, runs
 from tcvae_tf.files import atomic_write
 
 KINDS = ("traversals", "reconstructions", "latent-factors")
-FILE_NAMES = {"traversals": "traversals", "reconstructions": "reconstructions",
-              "latent-factors": "latent_factors"}
+FILE_NAMES = runs.PLOT_NAMES
 SHAPE_NAMES = ("square", "ellipse", "heart")  # dSprites shape classes 0, 1, 2
 DSPRITES_FACTORS = ("shape", "scale", "orientation", "pos_x", "pos_y")
 ORDER_IMAGES = 10000  # images encoded to sort latents by KL

@@ -9,6 +9,7 @@ A run folder holds::
     snapshots/step-NNNNNNN.weights.h5   weights kept every ``keep_every`` steps (optional)
     model.keras                  the final model
     samples.png                  reconstructions and prior samples at the end of training
+    traversals.png/.gif, reconstructions.png, latent_factors.png   ``tcvae-tf plot``'s figures
     metrics.json                 ``tcvae-tf evaluate``'s results on the final model
     metrics-NAME+NAME.json       results of a choice of metrics, beside a full metrics.json
     curve.csv                    histogram MIG of the snapshots, keyed by step (optional)
@@ -41,6 +42,10 @@ CHECKPOINT_FILE = os.path.join(CHECKPOINT_DIR, "last.keras")
 SNAPSHOT_DIR = "snapshots"
 MODEL_FILE = "model.keras"
 SAMPLES_FILE = "samples.png"
+# ``tcvae-tf plot``'s figures in a run folder, by kind (file names without extension).
+PLOT_NAMES = {"traversals": "traversals", "reconstructions": "reconstructions",
+              "latent-factors": "latent_factors"}
+PLOT_EXTENSIONS = (".png", ".gif")
 METRICS_FILE = "metrics.json"
 PARTIAL_METRICS_PATTERN = "metrics-*.json"
 CURVE_FILE = "curve.csv"
@@ -119,16 +124,17 @@ def remove_training_files(run_dir):
 
 
 def remove_results(run_dir):
-    """Deletes the final model and what was made from it: the metrics files,
-    samples.png and model.keras (the last); returns the names removed.
+    """Deletes the final model and what was made from it: the metrics files, samples.png,
+    the figures of ``tcvae-tf plot`` and model.keras (the last); returns the names removed.
 
     The undo of a run's end when a finished run trains further: its last checkpoint holds
     the same weights, and the old model's files must not pass for the longer run's result.
     """
     derived = sorted(os.path.basename(path) for path in glob.glob(
         os.path.join(glob.escape(run_dir), PARTIAL_METRICS_PATTERN)))
+    figures = [name + extension for name in PLOT_NAMES.values() for extension in PLOT_EXTENSIONS]
     removed = []
-    for name in (METRICS_FILE, *derived, SAMPLES_FILE, MODEL_FILE):
+    for name in (METRICS_FILE, *derived, SAMPLES_FILE, *figures, MODEL_FILE):
         path = os.path.join(run_dir, name)
         if os.path.isfile(path):
             os.remove(path)

@@ -14,8 +14,9 @@ from tcvae_tf import evaluation, export, training
 from tcvae_tf.cli.main import cli
 from tcvae_tf.training import TrainConfig, TrainingError
 
-# What a finished run's end wrote, and what an evaluation of its model.keras adds.
-RESULTS = ("metrics.json", "metrics-mig.json", training.SAMPLES_FILE, training.MODEL_FILE)
+# What a finished run's end wrote, and what an evaluation and plots of its model.keras add.
+RESULTS = ("metrics.json", "metrics-mig.json", training.SAMPLES_FILE, "traversals.png",
+           "traversals.gif", "reconstructions.png", training.MODEL_FILE)
 
 
 def _config(tmp_path, **overrides):
@@ -60,6 +61,9 @@ def test_a_finished_run_trained_further_no_longer_passes_its_old_model_as_result
     run_dir = _train(_config(tmp_path, steps=4))
     for name in RESULTS[:2]:
         Path(run_dir, name).write_text("{}")
+    for kind in ("traversals", "reconstructions"):
+        assert CliRunner().invoke(cli, ["plot", run_dir, "--kind", kind, "--num-images", "2"]
+                                  + (["--gif"] if kind == "traversals" else [])).exit_code == 0
     _interrupt_at(monkeypatch, 6)
     messages = []
     with pytest.raises(TrainingError, match="interrupted at step 6"):
