@@ -197,7 +197,8 @@ def mig_sampling(loc, log_scale, factor_classes, num_samples=10000, seed=0, fact
     S is raised to the largest used factor size so that every value gets a sample.
 
     Cost: S * N * D Normal log-densities for H(z) plus S * N * D / |V_k| per factor, i.e.
-    about 1.25 * S * N * D on dSprites with factors 1..4.
+    about 1.25 * S * N * D on dSprites with factors 1..4 and 1.6 * S * N * D with shape
+    (|V| = 3) as well.
 
     Args:
       loc: array [N, D], posterior means of every image of the dataset.
