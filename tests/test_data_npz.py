@@ -1,6 +1,7 @@
 """The npz format: official-file validation, the atomic cache, and the source choice."""
 
 import json
+import struct
 import zipfile
 
 import numpy as np
@@ -113,6 +114,24 @@ def test_truncated_file_is_detected(tmp_path, compressed):
         assert_one_line_naming(error, truncated)
 
 
+@pytest.mark.parametrize("where", ["start", "middle"])
+def test_corrupted_compressed_data_is_a_dataset_error(tmp_path, where):
+    """Garbage inside a deflate stream makes zlib raise its own error, not zipfile's."""
+    path = write_official(tmp_path / "official.npz", *tiny_arrays())
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("imgs.npy")
+    name_length, extra_length = struct.unpack(
+        "<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    start = info.header_offset + 30 + name_length + extra_length
+    start += 0 if where == "start" else info.compress_size // 2
+    data[start : start + 4] = b"\xff" * 4  # at the start: deflate block type 3, invalid
+    path.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match="corrupted|CRC|decompressing") as error:
+        read_grid_npz(path, TINY)
+    assert_one_line_naming(error, path)
+
+
 def test_corrupted_image_bytes_fail_the_crc(tmp_path):
     path = tmp_path / "cache.npz"
     write_grid_npz(path, *tiny_arrays(), metadata={})
@@ -145,6 +164,28 @@ def test_full_size_spec_errors_are_cheap(tmp_path):
         assert_one_line_naming(error, path)
     with pytest.raises(DatasetError, match="no such file"):
         load_dsprites(source="official", path=tmp_path / "nowhere.npz")
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_a_wrong_grid_fails_before_the_images_are_read(tmp_path, monkeypatch, compressed):
+    """The factors are checked first: a file in the wrong row order (or with NaN values)
+    never has its images (3 GB for dSprites) read into memory."""
+    images, latents_classes, latents_values = tiny_arrays()
+    read = []
+    real_read_array = grid_npz._read_array
+    monkeypatch.setattr(grid_npz, "_read_array", lambda path, archive, member: (
+        read.append(member.info.filename) or real_read_array(path, archive, member)))
+    bad_values = latents_values.copy()
+    bad_values[5, 2] = np.nan
+    for name, classes, values, match in [("order", latents_classes[::-1], latents_values,
+                                          "row-major"),
+                                         ("nan", latents_classes, bad_values, "NaN")]:
+        path = write_official(tmp_path / f"{name}.npz", images, classes, values,
+                              compressed=compressed)
+        read.clear()
+        with pytest.raises(DatasetError, match=match):
+            read_grid_npz(path, TINY)
+        assert "imgs.npy" not in read and "latents_classes.npy" in read
 
 
 def test_cache_round_trip_and_metadata_without_pickle(tmp_path):
@@ -322,6 +363,31 @@ def test_tfds_not_prepared_raises_without_downloading(clean_environment, monkeyp
     # auto skips an unprepared TFDS folder
     (data_dir / "dsprites").mkdir(parents=True)
     assert dsprites_lib.resolve_source("auto") == ("rendered", None)
+
+
+def test_a_damaged_tfds_copy_is_a_one_line_dataset_error(clean_environment, monkeypatch):
+    """A prepared copy whose record file is corrupted fails while TF reads it."""
+    pytest.importorskip("tensorflow_datasets")
+    import tensorflow as tf
+
+    data_dir = clean_environment / "tfds"
+    shard = data_dir / "dsprites-train.tfrecord-00000-of-00001"
+    data_dir.mkdir()
+    shard.write_bytes(b"\x07" * 64)
+
+    class DamagedBuilder:
+        def is_prepared(self):
+            return True
+
+        def as_dataset(self, **kwargs):
+            return tf.data.TFRecordDataset(str(shard)).batch(kwargs["batch_size"])
+
+    DamagedBuilder.data_dir = str(data_dir)
+    monkeypatch.setattr(dsprites_lib, "_tfds_builder", lambda folder: DamagedBuilder())
+    with pytest.raises(DatasetError, match="cannot read TFDS dsprites .*corrupted") as error:
+        load_dsprites(source="tfds", path=data_dir)
+    assert_one_line_naming(error, data_dir)
+    assert "{{" not in str(error.value)
 
 
 def labelled_batches(order, batch_size, image_scale=1):

@@ -16,6 +16,7 @@ References: Matthey et al., dSprites: Disentanglement testing Sprites dataset (2
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -147,12 +148,18 @@ def _load_tfds(data_dir, log):
                            "loader never downloads; prepare it with `tfds build dsprites` on a "
                            "machine with internet, or use source='rendered')")
     log(f"loading TFDS dsprites from {builder.data_dir}")
+    import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    batches = builder.as_dataset(split="train", batch_size=8192, shuffle_files=False)
-    images, factor_classes = assemble_labelled_batches(
-        tfds.as_numpy(batches), TFDS_LABELS, FACTOR_SIZES, (64, 64, 1), builder.data_dir
-    )
+    try:
+        batches = builder.as_dataset(split="train", batch_size=8192, shuffle_files=False)
+        images, factor_classes = assemble_labelled_batches(
+            tfds.as_numpy(batches), TFDS_LABELS, FACTOR_SIZES, (64, 64, 1), builder.data_dir
+        )
+    except tf.errors.OpError as error:  # a missing, truncated or corrupted record file
+        problem = " ".join(re.sub(r"\{\{.*?\}\}|\[Op:.*", "", error.message).split())
+        raise DatasetError(f"{builder.data_dir}: cannot read TFDS dsprites (damaged or "
+                           f"incomplete copy?): {problem}") from None
     return GroundTruthDataset("dsprites", images, factor_classes, factor_values_of(factor_classes),
                               FACTOR_NAMES, FACTOR_SIZES, "tfds", path=builder.data_dir)
 

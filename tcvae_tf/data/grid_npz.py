@@ -40,6 +40,8 @@ FORMAT_VERSION = 1
 PARTIAL_SUFFIX = ".partial"
 
 _READ_CHUNK = 64 * 1024 * 1024
+# What reading a damaged archive raises (zlib.error: corrupted data of a compressed member).
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError)
 # Stored arrays at least this large are memory-mapped (read-only) instead of copied.
 MMAP_MIN_BYTES = 256 * 1024 * 1024
 
@@ -197,8 +199,10 @@ def read_grid_npz(path, spec, require_metadata=False):
     Checks, in this order, each failure raising `DatasetError` with one line naming the file:
     the file exists and is a zip archive; the keys `imgs`, `latents_values`,
     `latents_classes` (and, if `require_metadata`, a JSON `metadata`) are present; their
-    dtypes (uint8 / integer / floating); their shapes; the arrays read completely with
-    matching CRC-32; the classes are the spec's row-major grid; images hold only 0 and 1.
+    dtypes (uint8 / integer / floating); their shapes; the factor arrays read completely
+    with matching CRC-32; the classes are the spec's row-major grid; the images read
+    completely with matching CRC-32 (only now, so a wrong file costs no 3 GB read); images
+    hold only 0 and 1.
 
     Args:
       path: str or Path of the npz file.
@@ -225,7 +229,7 @@ def read_grid_npz(path, spec, require_metadata=False):
     with archive:
         try:
             members = _read_members(path, archive)
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+        except _READ_ERRORS as error:
             raise _fail(path, f"cannot read the array headers: {error}") from None
         keys = REQUIRED_KEYS + ((METADATA_KEY,) if require_metadata else ())
         missing = [key for key in keys if key not in members]
@@ -237,15 +241,34 @@ def read_grid_npz(path, spec, require_metadata=False):
         metadata = None
         if require_metadata:
             metadata = _read_metadata(path, archive, members[METADATA_KEY])
-        try:
-            images = _read_array(path, archive, members[IMAGES_KEY])
-            classes = _read_array(path, archive, members[CLASSES_KEY])
-            values = _read_array(path, archive, members[VALUES_KEY])
-        except DatasetError:
-            raise
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-            problem = f"cannot read the arrays (truncated or corrupted?): {error}"
-            raise _fail(path, problem) from None
+        # The factors first: a file whose grid is wrong fails before its images are read.
+        classes = _read_checked(path, archive, members[CLASSES_KEY])
+        values = _read_checked(path, archive, members[VALUES_KEY])
+        factor_classes, factor_values = _check_factors(path, spec, classes, values)
+        images = _read_checked(path, archive, members[IMAGES_KEY])
+    if images.ndim == 3:
+        images = images[..., np.newaxis]
+    largest = int(images.max()) if images.size else 0
+    if largest > 1:
+        raise _fail(path, f"imgs must hold 0/1 pixel values, found {largest}")
+    return dict(images=images, factor_classes=factor_classes, factor_values=factor_values,
+                metadata=metadata)
+
+
+def _read_checked(path, archive, member):
+    """`_read_array`, with any error of a damaged archive as a one-line `DatasetError`."""
+    try:
+        return _read_array(path, archive, member)
+    except DatasetError:
+        raise
+    except _READ_ERRORS as error:
+        problem = f"cannot read the arrays (truncated or corrupted?): {error}"
+        raise _fail(path, problem) from None
+
+
+def _check_factors(path, spec, classes, values):
+    """The kept factors' classes int64 [N, K] and values float64 [N, K] of a file's
+    latents_classes and latents_values [N, L + K], checked against the spec's grid."""
     leading = len(spec.leading_factor_sizes)
     if leading and (classes[:, :leading] != 0).any():
         raise _fail(path, f"latents_classes columns 0..{leading - 1} must be constant 0")
@@ -260,13 +283,7 @@ def read_grid_npz(path, spec, require_metadata=False):
     factor_values = np.ascontiguousarray(values[:, leading:], dtype=np.float64)
     if not np.isfinite(factor_values).all():
         raise _fail(path, "latents_values holds NaN or infinite values")
-    if images.ndim == 3:
-        images = images[..., np.newaxis]
-    largest = int(images.max()) if images.size else 0
-    if largest > 1:
-        raise _fail(path, f"imgs must hold 0/1 pixel values, found {largest}")
-    return dict(images=images, factor_classes=factor_classes, factor_values=factor_values,
-                metadata=metadata)
+    return factor_classes, factor_values
 
 
 def _check_dtypes(path, members):
