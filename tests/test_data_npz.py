@@ -285,6 +285,45 @@ def test_partial_file_of_a_killed_writer_is_ignored(tmp_path):
     write_grid_npz(partial, *tiny_arrays(), metadata={})
     load_or_build(path, TINY, build, {})
     assert build.calls == 1
+    assert not partial.exists()  # the builder, holding the lock, removed it
+
+
+@pytest.mark.skipif(grid_npz.fcntl is None, reason="no locks without fcntl")
+def test_processes_finding_no_cache_build_it_once(tmp_path):
+    """The first builder holds the lock; the others wait and read what it wrote."""
+    import threading
+
+    path = tmp_path / "cache.npz"
+    started, release = threading.Event(), threading.Event()
+
+    class SlowBuild(CountingBuild):
+        def __call__(self):
+            started.set()
+            assert release.wait(30)
+            return super().__call__()
+
+    build, results, messages = SlowBuild(), [], []
+
+    def load():
+        results.append(load_or_build(path, TINY, build, {}, log=messages.append))
+
+    first = threading.Thread(target=load)
+    first.start()
+    assert started.wait(30)
+    others = [threading.Thread(target=load) for _ in range(2)]
+    for thread in others:
+        thread.start()
+    for thread in others:
+        thread.join(timeout=0.5)
+        assert thread.is_alive()  # waiting for the lock, not building
+    release.set()
+    for thread in (first, *others):
+        thread.join(timeout=30)
+    assert build.calls == 1 and len(results) == 3
+    assert [result["metadata"] is not None for result in results] == [True] * 3
+    for result in results[1:]:
+        np.testing.assert_array_equal(result["images"], results[0]["images"])
+    assert messages.count(f"waiting for another process that is building {path}") == 2
 
 
 def test_failed_cache_write_still_returns_the_data(tmp_path, monkeypatch):
@@ -329,6 +368,8 @@ def test_auto_prefers_official_then_falls_back_to_rendered(clean_environment, mo
     given = clean_environment / "given.npz"
     assert dsprites_lib.resolve_source("auto", path=given) == ("official", given)
     assert dsprites_lib.resolve_source("rendered") == ("rendered", None)
+    with pytest.raises(ValueError, match="the rendered dSprites reads no file, got x.npz"):
+        dsprites_lib.resolve_source("rendered", "x.npz")  # not silently ignored
     with pytest.raises(ValueError, match="unknown dSprites source"):
         dsprites_lib.resolve_source("web")
 

@@ -219,7 +219,7 @@ def resolve_source(source="auto", path=None, cache_dir=None):
       dataset, whose cache path is `rendered_cache_path`).
 
     Raises:
-      ValueError: unknown source.
+      ValueError: unknown source, or a path given with the rendered source.
     """
     if source not in SOURCES:
         raise ValueError(f"unknown dSprites source {source!r}; choose from {', '.join(SOURCES)}")
@@ -229,6 +229,9 @@ def resolve_source(source="auto", path=None, cache_dir=None):
             raise DatasetError(f"{OFFICIAL_FILENAME}: not found in ${DATA_DIR_ENV} or "
                                f"{default_cache_dir(cache_dir)}; pass its path")
         return "official", found
+    if source == "rendered" and path is not None:
+        raise ValueError(f"the rendered dSprites reads no file, got {path}; give "
+                         f"source='official' for DeepMind's npz or 'tfds' for a TFDS folder")
     if source != "auto":
         return source, path
     if path is not None:

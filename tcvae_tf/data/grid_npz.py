@@ -15,6 +15,7 @@ a JSON metadata string with the SHA-256 of the image bytes; every read checks th
 CRC-32 of each array, which catches truncated and corrupted files.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -28,6 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # not on POSIX: builds are not serialised
+    fcntl = None
+
 from tcvae_tf.data.ground_truth import DatasetError
 
 IMAGES_KEY = "imgs"
@@ -38,6 +44,7 @@ REQUIRED_KEYS = (IMAGES_KEY, VALUES_KEY, CLASSES_KEY)
 FORMAT_NAME = "tcvae_tf-grid-npz"
 FORMAT_VERSION = 1
 PARTIAL_SUFFIX = ".partial"
+LOCK_SUFFIX = ".lock"
 
 _READ_CHUNK = 64 * 1024 * 1024
 # What reading a damaged archive raises (zlib.error: corrupted data of a compressed member).
@@ -407,6 +414,12 @@ def write_grid_npz(path, images, latents_classes, latents_values, metadata):
 def load_or_build(path, spec, build, metadata, log=None):
     """Loads a cached grid npz, or builds and caches it when missing or damaged.
 
+    One process builds at a time: a builder holds a lock on ``.NAME.lock`` beside the cache,
+    and a process that finds the cache missing while another builds it waits and then reads
+    what that one wrote, instead of building it a second time (two sweep trials started on
+    an empty cache render dSprites once). The builder first removes the ``.partial``
+    temporaries of killed writers, which no running writer can own under the lock.
+
     Args:
       path: cache file path.
       spec: `GridSpec` the file must match.
@@ -420,28 +433,29 @@ def load_or_build(path, spec, build, metadata, log=None):
     """
     path = Path(path)
     log = log or (lambda message: None)
-    if path.exists():
-        try:
-            loaded = read_grid_npz(path, spec, require_metadata=True)
-            stale = {key: loaded["metadata"].get(key) for key in metadata
-                     if loaded["metadata"].get(key) != metadata[key]}
-            if not stale:
+    loaded, problem = _read_cache(path, spec, metadata)
+    if loaded is not None:
+        return loaded
+    with _build_lock(path, log) as (locked, waited):
+        if waited:  # another process held the lock: it may have built the file meanwhile
+            loaded, problem = _read_cache(path, spec, metadata)
+            if loaded is not None:
                 return loaded
-            problem = f"{path}: made with different settings {stale}"
-        except DatasetError as error:
-            problem = str(error)
-        message = f"damaged or stale dataset cache, building it again ({problem})"
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
-        log(message)
-    images, latents_classes, latents_values = build()
-    try:
-        written = write_grid_npz(path, images, latents_classes, latents_values, metadata)
-        log(f"cached {len(images)} images at {path}")
-    except OSError as error:
-        written = None
-        message = f"could not write the dataset cache {path}: {_one_line(error)}"
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
-        log(message)
+        if problem is not None:
+            message = f"damaged or stale dataset cache, building it again ({problem})"
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            log(message)
+        if locked:
+            _remove_partials(path)
+        images, latents_classes, latents_values = build()
+        try:
+            written = write_grid_npz(path, images, latents_classes, latents_values, metadata)
+            log(f"cached {len(images)} images at {path}")
+        except OSError as error:
+            written = None
+            message = f"could not write the dataset cache {path}: {_one_line(error)}"
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            log(message)
     leading = len(spec.leading_factor_sizes)
     if images.ndim == 3:
         images = images[..., np.newaxis]
@@ -449,3 +463,51 @@ def load_or_build(path, spec, build, metadata, log=None):
                 factor_classes=np.ascontiguousarray(latents_classes[:, leading:], np.int64),
                 factor_values=np.ascontiguousarray(latents_values[:, leading:], np.float64),
                 metadata=written)
+
+
+def _read_cache(path, spec, metadata):
+    """(the loaded cache, None), or (None, why it cannot be used; None if it is missing)."""
+    if not path.exists():
+        return None, None
+    try:
+        loaded = read_grid_npz(path, spec, require_metadata=True)
+    except DatasetError as error:
+        return None, str(error)
+    stale = {key: loaded["metadata"].get(key) for key in metadata
+             if loaded["metadata"].get(key) != metadata[key]}
+    if stale:
+        return None, f"{path}: made with different settings {stale}"
+    return loaded, None
+
+
+@contextlib.contextmanager
+def _build_lock(path, log):
+    """Holds an exclusive lock on ``.NAME.lock`` beside ``path``; yields (whether it holds
+    the lock, whether it had to wait for another holder). Without fcntl, or where the lock
+    file cannot be made (a read-only folder), there is no lock: (False, False)."""
+    fd = None
+    if fcntl is not None:
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path.parent / f".{path.name}{LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT,
+                         0o666)
+    waited = False
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log(f"waiting for another process that is building {path}")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                waited = True
+        yield fd is not None, waited
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def _remove_partials(path):
+    """Deletes the ``.NAME.*.partial`` temporaries of writers that were killed."""
+    for partial in path.parent.glob(f".{path.name}.*{PARTIAL_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            partial.unlink()
