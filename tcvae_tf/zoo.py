@@ -67,6 +67,9 @@ _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _TMP_PREFIX = ".tmp-"
 _VERSION_PATTERN = re.compile(r"^[1-9][0-9]*$")
 _INTERRUPTED = "left by an interrupted publish; the next export of {name} removes it"
+# The fields of a card entry that hold an object (or null), as loading and `zoo show` read them.
+_ENTRY_OBJECTS = ("dataset", "config", "metrics", "library_versions", "model", "model_config",
+                  "parameters", "posterior", "signatures", "paths", "files", "study")
 
 
 class ZooError(LookupError):
@@ -127,6 +130,11 @@ def _read_card_file(path):
             _is_version(key) and isinstance(entry, dict) for key, entry in versions.items()):
         raise ValueError(f"{path} is not a model card (an object whose \"versions\" maps "
                          f"version numbers to objects)")
+    for key, entry in versions.items():
+        for field in _ENTRY_OBJECTS:
+            if not isinstance(entry.get(field), dict | None):
+                raise ValueError(f"{path} is not a model card (the {field!r} of version {key} "
+                                 f"is not an object)")
     return card
 
 
@@ -803,7 +811,7 @@ def publish(run_dir, name, version=None, root=None, study=None):
                 files.update(_file_checksums(staging / network, f"{network}/{version}"))
             entry = _card_entry(model, run_dir, config, metrics, version, description, files)
             if study_record is not None:
-                entry["study"] = study_record
+                entry["study"] = portable(study_record)
             _install(root, name, version, staging, entry)
     return version
 

@@ -535,7 +535,8 @@ def test_an_explicit_zoo_root_beats_the_environment(published, tmp_path):
         assert str(root) in result.output, command
 
 
-@pytest.mark.parametrize("broken", ["card", "card entry", "index entry"])
+@pytest.mark.parametrize("broken", ["card", "card entry", "card files", "card posterior",
+                                    "index entry"])
 def test_a_card_or_index_entry_that_is_not_an_object_is_one_line(zoo_copy, broken):
     root, run_dir, _ = zoo_copy
     card_path, index_path = root / NAME / zoo.CARD_FILE, root / zoo.INDEX_FILE
@@ -546,6 +547,13 @@ def test_a_card_or_index_entry_that_is_not_an_object_is_one_line(zoo_copy, broke
         path, message = card_path, "is not a model card"
         card = json.loads(path.read_text())
         path.write_text(json.dumps({**card, "versions": {"1": [1, 2]}}))
+    elif broken in ("card files", "card posterior"):  # a field of the entry is no object
+        path, message = card_path, "is not a model card"
+        card = json.loads(path.read_text())
+        field = broken.split()[1]
+        entry = card["versions"]["1"]
+        entry[field] = list(entry[field]) if field == "files" else entry[field]["family"]
+        path.write_text(json.dumps(card))
     else:
         path, message = index_path, f"the entry of '{NAME}' is not an object"
         index = json.loads(path.read_text())
@@ -561,6 +569,8 @@ def test_a_card_or_index_entry_that_is_not_an_object_is_one_line(zoo_copy, broke
         assert len(lines) == 1 or lines[1].startswith("Error: 1 problem(s)"), lines
     with pytest.raises(ValueError, match=message):
         zoo.card_entry(NAME, root=root)
+    with pytest.raises(ValueError, match=message):
+        zoo.load_encoder(NAME, root=root)
     if broken == "card":  # a publish (one export) stops there too and removes nothing
         with pytest.raises(ValueError, match=message):
             zoo.publish(run_dir, NAME, root=root)
@@ -602,6 +612,20 @@ def _write_study(folder, migs, status="finished"):
         lines.append(f"{objective},{seed},{status if seed == 0 else 'finished'},8,8,{mig},"
                      f"{1.0 + seed},12.5,objective-{objective}_seed-{seed}")
     (folder / "results.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_a_study_entry_holds_no_absolute_path(tmp_path, monkeypatch):
+    """A grid over a data file puts its path in the trial's group; the card keeps its name."""
+    from tcvae_tf import sweep
+
+    record = {"name": "s", "trial": "t", "seed": 0, "group": {"data_path": "/data/a.npz"},
+              "this_trial": {}, "group_statistics": {}}
+    monkeypatch.setattr(sweep, "study_entry", lambda *args, **kwargs: dict(record))
+    run_dir = tmp_path / "run"
+    make_run(run_dir)
+    zoo.publish(run_dir, NAME, root=tmp_path / "zoo", study=tmp_path / "s")
+    entry = zoo.read_card(NAME, tmp_path / "zoo")["versions"]["1"]["study"]
+    assert entry["group"] == {"data_path": "a.npz"}
 
 
 def test_publish_with_a_study_records_the_trial_and_the_group_statistics(tmp_path):
