@@ -15,8 +15,10 @@ def model_reference_options(command):
         click.option("--source", default=None,
                      help="Data source: auto, rendered, official or tfds [default: the "
                           "training config's]."),
-        click.option("--data-path", default=None, type=click.Path(dir_okay=False),
-                     help="Dataset file [default: the training config's]."),
+        click.option("--data-path", default=None, type=click.Path(),
+                     help="The official npz file (source official/auto; also for a model "
+                          "trained on rendered images when --source is not given) or the "
+                          "TFDS data folder (source tfds) [default: the training config's]."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
     ]
     for option in reversed(options):

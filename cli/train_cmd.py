@@ -67,8 +67,9 @@ def _training_default_text(name):
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--source", default="auto", show_default=True,
               help="Data source: auto, rendered, official or tfds.")
-@click.option("--data-path", default=None, type=click.Path(dir_okay=False),
-              help="Path of the official dataset file.")
+@click.option("--data-path", default=None, type=click.Path(),
+              help="The official npz file (source official/auto) or the TFDS data folder "
+                   "(source tfds).")
 @click.option("--subset", default=None, type=int,
               help="Train on this many randomly chosen images only (quick experiments).")
 @click.option("--precision", default="fp32", show_default=True,

@@ -312,7 +312,9 @@ def load_evaluation_dataset(evaluable, source=None, data_path=None, echo=None):
       evaluable: an ``Evaluable``.
       source: data source overriding the training config's (auto, rendered, official, tfds).
       data_path: path of the dataset file overriding the training config's (which is only
-        used when ``source`` is not overridden).
+        used when ``source`` is not overridden). Given without ``source`` for a model trained
+        on the rendered dSprites (which reads no file), it is read as ``source="auto"``
+        reads a file: as the official npz.
       echo: optional callable(str) told which source is used and of slow steps (the
         first use of the rendered dSprites renders and caches it).
 
@@ -329,7 +331,10 @@ def load_evaluation_dataset(evaluable, source=None, data_path=None, echo=None):
         raise ValueError(f"{evaluable.name}: the training config names no dataset")
     if data_path is None and source is None:
         data_path = evaluable.config.get("data_path")  # the file belongs to the config's source
-    source = source or evaluable.config.get("source") or "auto"
+    trained_source = evaluable.config.get("source") or "auto"
+    if source is None and data_path is not None and trained_source == "rendered":
+        source = "auto"  # a file for a model of rendered images: taken as auto takes a file
+    source = source or trained_source
     path = data_path
     options = {} if echo is None else {"log": echo}
     dataset = data_lib.load_dataset(name, source=source, path=path, **options)

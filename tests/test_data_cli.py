@@ -80,3 +80,22 @@ def test_module_imports_only_click():
             "heavy = {'tensorflow', 'numpy', 'tcvae_tf.data'} & set(sys.modules); "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "plot"])
+def test_data_path_takes_a_tfds_folder(tmp_path, command):
+    """--source tfds --data-path names a TFDS data folder: click must not refuse a folder."""
+    from click.testing import CliRunner
+
+    from tcvae_tf.cli.main import cli
+
+    folder = tmp_path / "tensorflow_datasets"
+    folder.mkdir()
+    target = (["dsprites", "--steps", "1", "--out", str(tmp_path / "run")] if command == "train"
+              else [str(tmp_path / "no-such-run")])
+    result = CliRunner().invoke(cli, [command, *target, "--source", "tfds",
+                                      "--data-path", str(folder)])
+    assert result.exit_code != 0
+    assert "is a directory" not in result.output
+    if command == "train":
+        assert "TFDS dsprites is not prepared there" in result.output

@@ -446,3 +446,29 @@ def test_a_laplace_prior_is_refused_not_measured_against_a_normal(tmp_path, monk
     monkeypatch.setattr(evaluation, "load_evaluable", lambda ref, **kw: evaluable)
     with pytest.raises(ValueError, match="normal posterior and a laplace prior"):
         evaluation.evaluate(str(tmp_path), metrics=["elbo"])
+
+
+@pytest.mark.parametrize(("trained", "given", "expected"), [
+    (dict(source="rendered", data_path=None), dict(data_path="d.npz"), ("auto", "d.npz")),
+    (dict(source="rendered", data_path=None), dict(), ("rendered", None)),
+    (dict(source="tfds", data_path="/tfds"), dict(data_path="/other"), ("tfds", "/other")),
+    (dict(source="official", data_path="a.npz"), dict(), ("official", "a.npz")),
+    (dict(source="official", data_path="a.npz"), dict(source="rendered"), ("rendered", None)),
+])
+def test_the_evaluation_data_source(monkeypatch, trained, given, expected):
+    """A file given for a model of rendered images is read (as the official npz), not refused."""
+    from types import SimpleNamespace
+
+    from tcvae_tf import data as data_lib
+
+    calls = []
+
+    def load_dataset(name, source, path, **options):
+        calls.append((source, path))
+        return SimpleNamespace(images=np.zeros((1, 64, 64, 1), np.uint8))
+
+    monkeypatch.setattr(data_lib, "load_dataset", load_dataset)
+    evaluable = SimpleNamespace(name="m", config=dict(dataset="dsprites", **trained), data={},
+                                image_shape=(64, 64, 1))
+    evaluation.load_evaluation_dataset(evaluable, **given)
+    assert calls == [expected]
