@@ -503,6 +503,17 @@ def test_a_prepared_tfds_copy_loads_in_grid_order(clean_environment, monkeypatch
     np.testing.assert_allclose(dataset.factor_values, dsprites_lib.factor_values_of(classes))
 
 
+def test_a_fresh_build_returns_the_written_file_memory_mapped(tmp_path, monkeypatch):
+    """The built copy is not kept: the process shares the cache file's pages instead."""
+    monkeypatch.setattr(grid_npz, "MMAP_MIN_BYTES", 1)
+    build = CountingBuild()
+    loaded = load_or_build(tmp_path / "cache.npz", TINY, build, dict(version=1))
+    assert build.calls == 1 and loaded["metadata"]["version"] == 1
+    assert isinstance(loaded["images"].base, np.memmap) or isinstance(loaded["images"],
+                                                                      np.memmap)
+    np.testing.assert_array_equal(loaded["images"][..., 0], tiny_arrays()[0])
+
+
 def test_large_stored_arrays_are_memory_mapped_after_their_crc_check(tmp_path, monkeypatch):
     monkeypatch.setattr(grid_npz, "MMAP_MIN_BYTES", 1)
     path = tmp_path / "cache.npz"

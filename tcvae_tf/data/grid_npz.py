@@ -429,7 +429,8 @@ def load_or_build(path, spec, build, metadata, log=None):
       log: optional callable(str) for progress messages.
 
     Returns:
-      The dict of `read_grid_npz` (for a fresh build: the built arrays).
+      The dict of `read_grid_npz` (for a fresh build: the file just written, read back; the
+      built arrays only if it could not be written).
     """
     path = Path(path)
     log = log or (lambda message: None)
@@ -451,6 +452,11 @@ def load_or_build(path, spec, build, metadata, log=None):
         try:
             written = write_grid_npz(path, images, latents_classes, latents_values, metadata)
             log(f"cached {len(images)} images at {path}")
+            # Read back: large arrays come memory-mapped, so the built copy is freed and this
+            # process shares the file's pages with every other reader (3 GB for dSprites).
+            loaded, _ = _read_cache(path, spec, metadata)
+            if loaded is not None:
+                return loaded
         except OSError as error:
             written = None
             message = f"could not write the dataset cache {path}: {_one_line(error)}"
