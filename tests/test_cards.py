@@ -38,3 +38,18 @@ def test_portable_keeps_only_the_last_component_of_absolute_paths():
     assert zoo.portable(entry) == {"run": "tcvae", "data": {"path": "d.npz"},
                                    "files": ["d.npz", "encoder/1/saved_model.pb"],
                                    "beta": 6.0, "note": "relative/path stays"}
+
+
+VERSION_BUDGET_BYTES = 64 * 10**6  # the repository zoo's budget: 64 MB a model version
+
+
+@pytest.mark.parametrize("card", sorted(ZOO.glob("*/card.json")),
+                         ids=lambda path: path.parent.name)
+def test_every_committed_model_version_fits_the_budget(card):
+    versions = json.loads(card.read_text())["versions"]
+    assert versions
+    for version in versions:
+        folders = [card.parent / network / version for network in zoo.NETWORKS]
+        size = sum(path.stat().st_size for folder in folders for path in folder.rglob("*")
+                   if path.is_file())
+        assert 0 < size <= VERSION_BUDGET_BYTES, (card.parent.name, version, size)
