@@ -61,8 +61,9 @@ def sweep(dataset, grid, out, address, max_concurrent, cpus_per_trial, gpus_per_
     histogram MIG of the snapshots that --keep-every keeps). Every other option of
     `train` is fixed for all trials. Run the same command again to resume: finished trials
     are skipped, unfinished ones continue from their last checkpoint. --out gets
-    results.csv, results.json and summary.png, rewritten after each trial; the same
-    command with --report only rewrites them from the run folders as they are.
+    results.csv, results.json, curves.csv, summary.png and report.md, rewritten after each
+    trial; the same command with --report only rewrites them from the run folders as they
+    are.
 
     Example: tcvae-tf sweep dsprites --grid objective=tcvae,betavae --grid seed=0,1,2
     --beta 6 --arch mlp --batch-size 2048 --epochs 50 --out studies/dsprites-beta6

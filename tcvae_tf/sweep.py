@@ -33,6 +33,7 @@ import time
 from tcvae_tf import runs
 from tcvae_tf.files import atomic_write, atomic_write_text
 from tcvae_tf.training import format_duration
+from tcvae_tf.zoo import portable
 
 SPEC_FILE = "sweep.json"
 RESULTS_CSV = "results.csv"
@@ -83,6 +84,12 @@ class Trial:
     def run_dir(self):
         return self.config.out
 
+    @property
+    def shown_values(self):
+        """The grid values as the result files show them: an absolute path (a
+        ``--grid data_path=...``) as its file name, so nothing of the machine is in them."""
+        return portable(dict(self.values))
+
 
 def _value_text(value):
     text = f"{value:g}" if isinstance(value, float) else str(value)
@@ -109,8 +116,9 @@ def plan(dataset, grid, fixed, out, make_config=None):
       A list of ``Trial`` in grid order (the last option varies fastest).
 
     Raises:
-      SweepError: an empty grid axis, a repeated value, an option both in the grid and
-        fixed, or a trial whose settings the training refuses (the message names it).
+      SweepError: an empty grid axis, a repeated value (or file name of a path), an option
+        both in the grid and fixed, two trials with one folder name, or a trial whose
+        settings the training refuses (the message names it).
     """
     from tcvae_tf import training
 
@@ -124,6 +132,9 @@ def plan(dataset, grid, fixed, out, make_config=None):
             raise SweepError(f"--grid {name}: no values")
         if len(set(map(repr, values))) != len(values):
             raise SweepError(f"--grid {name}: a value is repeated")
+        if len(set(map(repr, portable(list(values))))) != len(values):
+            raise SweepError(f"--grid {name}: two values have the same file name, which the "
+                             f"results show in place of the path")
     trials = []
     for combination in itertools.product(*grid.values()):
         values = dict(zip(grid, combination, strict=True))
@@ -131,12 +142,21 @@ def plan(dataset, grid, fixed, out, make_config=None):
         try:
             config = make_config(dataset=dataset, out=os.path.join(out, name),
                                  **fixed, **values)
+            if config.data_path:
+                # Ray runs a trial in a working folder of its own: a relative path would
+                # be looked up there.
+                config.data_path = os.path.abspath(config.data_path)
             config.validate()
         except TypeError as error:
             raise SweepError(f"trial {name}: {error}") from None
         except ValueError as error:
             raise SweepError(f"trial {name}: {error}") from None
         trials.append(Trial(name, values, config))
+    names = [trial.name for trial in trials]
+    if len(set(names)) != len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise SweepError(f"two trials would share the run folder {twice}: give grid values "
+                         f"that differ in their letters, digits and . + = -")
     return trials
 
 
@@ -166,6 +186,12 @@ def claim_folder(out, dataset, grid, fixed):
                           if now[name] is not None}
                 before = {name: before[name] for name in shared}
                 now = {name: now[name] for name in shared}
+            if key == "grid" and before == now and list(before or {}) != list(now):
+                # The same values in another order name every trial differently: all
+                # would train again in new folders.
+                raise SweepError(f"{out} holds another sweep (grid differs: the options "
+                                 f"were in the order {', '.join(before)}, now "
+                                 f"{', '.join(now)}); give the --grid options in that order")
             if before != now:
                 differences = _first_difference(before, now)
                 raise SweepError(f"{out} holds another sweep ({key} differs: {differences}); "
@@ -254,7 +280,7 @@ def result_rows(trials, out):
     """One dict per trial: grid values, status, steps, the metrics, seconds, run folder."""
     rows = []
     for trial in trials:
-        row = dict(trial.values)
+        row = trial.shown_values
         record = runs.read_trial(trial.run_dir) or {}
         history = runs.read_history(trial.run_dir)
         row["status"] = record.get("status") or ("started" if history else "pending")
@@ -291,7 +317,7 @@ def write_results(trials, out, grid):
     columns = [*grid, *STATUS_COLUMNS, *(c for c, _, _ in METRIC_COLUMNS), *TAIL_COLUMNS]
     atomic_write_text(os.path.join(out, RESULTS_CSV), _csv_text(rows, columns))
     atomic_write_text(os.path.join(out, RESULTS_JSON),
-                      json.dumps({"grid": grid, "columns": columns, "trials": rows},
+                      json.dumps({"grid": portable(grid), "columns": columns, "trials": rows},
                                  indent=2) + "\n")
     write_summary(rows, grid, os.path.join(out, SUMMARY_PNG))
     write_curves(trials, out, grid)
@@ -305,20 +331,28 @@ REPORT_COLUMNS = ("mig_sampling", "mig_histogram", "log_likelihood", "kl",
 
 def report(rows, grid, seed_name="seed"):
     """report.md: the per-trial table, mean +/- sd per group and, with two groups, how far
-    apart their MIGs are in units of the seed-to-seed spread."""
+    apart their MIGs are in units of the seed-to-seed spread. Trials that did not finish
+    are named with their status."""
     finished = sum(row["status"] == "finished" for row in rows)
     per_trial, per_group = markdown_tables(rows, grid, REPORT_COLUMNS, seed_name)
-    parts = [f"# Sweep results\n\n{finished} of {len(rows)} trials finished.\n",
+    unfinished = [", ".join(f"{name}={row[name]}" for name in grid) + f" ({row['status']})"
+                  for row in rows if row["status"] != "finished"]
+    missing = (f" Not finished, so in no table below: {'; '.join(unfinished)}."
+               if unfinished else "")
+    parts = [f"# Sweep results\n\n{finished} of {len(rows)} trials finished.{missing}\n",
              "## Per trial\n", per_trial, "", "## Mean +/- sample sd over seeds\n",
              per_group, ""]
-    labels = list(group_statistics(rows, grid, "mig_sampling", seed_name))
+    labels = list(dict.fromkeys(_group_label(row, grid, seed_name) for row in rows))
     if len(labels) == 2:
         parts.append("## Separation\n")
         for column in ("mig_sampling", "mig_histogram"):
-            try:
-                found = separation(rows, grid, column, *labels, seed_name=seed_name)
-            except KeyError:
+            statistics = group_statistics(rows, grid, column, seed_name)
+            counts = [statistics.get(label, (0, 0, 0))[2] for label in labels]
+            if min(counts) < 2:
+                parts.append(f"- {column}: needs two finished seeds in each group (n = "
+                             f"{counts[0]}, {counts[1]})")
                 continue
+            found = separation(rows, grid, column, *labels, seed_name=seed_name)
             parts.append(f"- {column}: {labels[0]} minus {labels[1]} = "
                          f"{found['difference']:.4g}, {found['difference_in_sd']:.3g} pooled "
                          f"sd (pooled sd {found['pooled_sd']:.3g}); Welch t = "
@@ -333,11 +367,15 @@ def write_curves(trials, out, grid):
     rows = []
     for trial in trials:
         for point in runs.read_curve(trial.run_dir):
-            rows.append({**trial.values, **point,
+            rows.append({**trial.shown_values, **point,
                          "run": os.path.relpath(trial.run_dir, out)})
     names = sorted({key for row in rows for key in row} - {*grid, "step", "run"})
     atomic_write_text(os.path.join(out, CURVES_CSV),
                       _csv_text(rows, [*grid, "step", *names, "run"]))
+
+
+def _group_label(row, grid, seed_name="seed"):
+    return ", ".join(f"{name}={row[name]}" for name in grid if name != seed_name) or "all"
 
 
 def group_statistics(rows, grid, column, seed_name="seed"):
@@ -347,8 +385,7 @@ def group_statistics(rows, grid, column, seed_name="seed"):
     for row in rows:
         if row.get(column) is None or row["status"] != "finished":
             continue
-        label = ", ".join(f"{name}={row[name]}" for name in grid if name != seed_name) or "all"
-        groups.setdefault(label, []).append(float(row[column]))
+        groups.setdefault(_group_label(row, grid, seed_name), []).append(float(row[column]))
     statistics = {}
     for label, values in groups.items():
         mean = sum(values) / len(values)
@@ -414,7 +451,7 @@ def study_entry(folder, run_dir, metrics=None, seed_name="seed"):
         raise SweepError(f"trial {name} of the study {study} has not finished")
     train = runs.read_config(run_dir)["train"]
     for column in grid:
-        if not _same(_config_value(train, column), row[column]):
+        if not _same(portable(_config_value(train, column)), row[column]):
             raise SweepError(f"{run_dir} has {column}={_config_value(train, column)}, the "
                              f"study's trial {name} {column}={row[column]}")
     mig = (metrics or {}).get("mig_sampling", {}).get("mig")
