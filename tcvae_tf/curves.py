@@ -8,9 +8,12 @@ mig_histogram_all_factors). Sweeps call it after each trial; it is cheap (one en
 pass over 10,000 images per snapshot).
 """
 
+import os
+
 import numpy as np
 
 from tcvae_tf import runs
+from tcvae_tf.files import locked
 
 
 def snapshot_migs(run_dir, steps=None, seed=0, echo=None):
@@ -76,8 +79,12 @@ def update_curve(run_dir, seed=0, echo=None):
     """
     rows = {row["step"]: row for row in runs.read_curve(run_dir)}
     todo = [step for step, _ in runs.snapshots(run_dir) if step not in rows]
-    for row in snapshot_migs(run_dir, todo, seed=seed, echo=echo):
-        rows[row["step"]] = row
+    measured = snapshot_migs(run_dir, todo, seed=seed, echo=echo)
     if todo:
-        runs.write_curve(run_dir, rows.values())
+        # A trial's end and `sweep --report` may measure one run at once: each adds its
+        # rows to what the file holds when it writes, so neither drops the other's.
+        with locked(os.path.join(run_dir, runs.CURVE_LOCK_FILE)):
+            rows = {row["step"]: row for row in runs.read_curve(run_dir)}
+            rows.update((row["step"], row) for row in measured)
+            runs.write_curve(run_dir, rows.values())
     return sorted(rows.values(), key=lambda row: row["step"])

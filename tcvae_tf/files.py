@@ -11,6 +11,11 @@ import hashlib
 import os
 import tempfile
 
+try:
+    import fcntl
+except ImportError:  # not on POSIX: no locks
+    fcntl = None
+
 
 def atomic_write(path, write, prefix=".tmp-", suffix=None):
     """Writes a file through a temporary file next to it, flushed to disk, and a rename.
@@ -99,3 +104,22 @@ def sha256_file(path, chunk_size=1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
 
+
+
+@contextlib.contextmanager
+def locked(path):
+    """Holds an exclusive advisory lock on the file ``path`` (created if missing) for the
+    ``with`` block; other processes taking it wait. No lock without ``fcntl``.
+
+    The lock ends with the block or with its process, however that ends.
+    """
+    fd = None
+    if fcntl is not None:
+        fd = os.open(os.fspath(path), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock

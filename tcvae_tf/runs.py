@@ -49,6 +49,7 @@ PLOT_EXTENSIONS = (".png", ".gif")
 METRICS_FILE = "metrics.json"
 PARTIAL_METRICS_PATTERN = "metrics-*.json"
 CURVE_FILE = "curve.csv"
+CURVE_LOCK_FILE = ".curve.lock"  # held while curve.csv is rewritten (``curves.update_curve``)
 TRIAL_FILE = "trial.json"
 _SNAPSHOT_PATTERN = re.compile(r"step-(\d+)\.weights\.h5$")
 _TEMPORARY_PREFIX = ".tmp-"

@@ -111,3 +111,28 @@ def test_a_relative_data_path_reaches_the_trials_as_an_absolute_one(tmp_path, mo
                         str(tmp_path / "sweep"))
     assert trials[0].config.data_path == str(tmp_path / "data" / "x.npz")
     assert trials[0].shown_values == {"data_path": "data/x.npz"}
+
+
+def test_a_curve_measured_twice_at_once_keeps_the_rows_of_both(tmp_path, monkeypatch):
+    """A trial's end and `sweep --report` measuring one run together: neither write drops
+    the rows the other wrote meanwhile."""
+    from tcvae_tf import curves
+
+    run_dir = tmp_path / "run"
+    (run_dir / runs.SNAPSHOT_DIR).mkdir(parents=True)
+    for step in (2, 4):
+        (run_dir / runs.SNAPSHOT_DIR / f"step-{step:07d}.weights.h5").write_text("")
+    runs.write_curve(run_dir, [{"step": 2, "mig_histogram": 0.1}])
+
+    def measure(run, steps, seed=0, echo=None):
+        assert steps == [4]
+        # Meanwhile the trial kept step 6, measured 4 and 6 and wrote its curve.
+        (run_dir / runs.SNAPSHOT_DIR / "step-0000006.weights.h5").write_text("")
+        runs.write_curve(run, [{"step": step, "mig_histogram": step / 20} for step in (2, 4, 6)])
+        return [{"step": step, "mig_histogram": step / 20} for step in steps]
+
+    monkeypatch.setattr(curves, "snapshot_migs", measure)
+    rows = curves.update_curve(run_dir)
+    written = runs.read_curve(run_dir)
+    assert [row["step"] for row in written] == [2, 4, 6] == [row["step"] for row in rows]
+    assert [row["mig_histogram"] for row in written] == pytest.approx([0.1, 0.2, 0.3])
