@@ -1,5 +1,6 @@
 """``tcvae-tf evaluate``: a thin shell over :func:`tcvae_tf.evaluation.evaluate`."""
 
+import os
 import sys
 
 import click
@@ -63,6 +64,16 @@ def fail(error):
     raise click.ClickException(message) from None
 
 
+def check_writable(path):
+    """Fails now, not after the evaluation, when ``path`` cannot be written: its nearest
+    existing folder must be a folder we may write in."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        fail(f"cannot write {path}: {folder} is not a folder that can be written")
+
+
 def user_errors():
     """The exception types that carry one-line messages for the user."""
     from tcvae_tf import training
@@ -77,8 +88,9 @@ def user_errors():
               help="Metric to compute; repeat for several, or 'all' [default: "
                    f"{', '.join(evaluation.METRICS)}].")
 @click.option("--setting", "settings", multiple=True, metavar="METRIC.SETTING=VALUE",
-              help="Change a metric's setting, e.g. dci.num_train=2000 or dci.booster=exact; "
-                   "repeat for several [default: disentanglement_lib's sizes].")
+              help="Change a metric's setting, e.g. dci.num_train=2000, dci.booster=exact or "
+                   "minibatch_saturation.batch_sizes=256,2048; repeat for several [default: "
+                   "disentanglement_lib's sizes].")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False),
               help="Also write the results to this JSON file (the only file written for zoo "
                    "models).")
@@ -114,6 +126,8 @@ def evaluate(ref, metrics, settings, json_path, num_samples, seed, batch_size,
     never replaced by a partial one); for a zoo model nothing is written into the zoo, only
     to --json (`tcvae-tf zoo update-metrics` adds it to the card).
     """
+    if json_path:
+        check_writable(json_path)
     progress = StageProgress(enabled=not quiet)
     options = {}
     try:
@@ -135,9 +149,13 @@ def evaluate(ref, metrics, settings, json_path, num_samples, seed, batch_size,
     if result["model"]["kind"] == "run":
         targets.insert(0, evaluation.run_metrics_path(result["model"]["path"],
                                                       result["settings"]["metrics"]))
+    failed = None  # every target is tried: a read-only run folder still gets --json written
     for path in targets:
         try:
             evaluation.write_metrics(result, path)
         except OSError as error:
-            fail(f"cannot write {path}: {error.strerror or error}")
+            failed = failed or f"cannot write {path}: {error.strerror or error}"
+            continue
         click.echo(f"metrics written to {path}")
+    if failed:
+        fail(failed)

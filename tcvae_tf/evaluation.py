@@ -679,7 +679,8 @@ def evaluate(ref, metrics=METRICS, num_samples=DEFAULT_NUM_SAMPLES, seed=0, zoo_
 
     Raises:
       FileNotFoundError, ValueError, tcvae_tf.training.TrainingError,
-      tcvae_tf.zoo.ZooError: with one-line messages.
+      tcvae_tf.zoo.ZooError: with one-line messages; ValueError before anything loads for
+        unknown metrics, settings of the wrong type, or ``factors`` without a MIG.
 
     Example:
       >>> result = evaluate("runs/dsprites-tcvae-beta6-mlp-seed0", metrics=["mig_sampling"])
@@ -690,6 +691,9 @@ def evaluate(ref, metrics=METRICS, num_samples=DEFAULT_NUM_SAMPLES, seed=0, zoo_
 
     metrics = check_metrics(metrics)
     metric_settings = registry.check_options(options, metrics)
+    if factors is not None and not set(registry.MIG_METRICS) & set(metrics):
+        raise ValueError(f"factors choose the factors of the headline MIG, but neither "
+                         f"{' nor '.join(registry.MIG_METRICS)} is computed")
     for label, value in (("num_samples", num_samples),
                          ("log_likelihood_images", log_likelihood_images)):
         if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):

@@ -425,15 +425,64 @@ def test_metrics_of_means_encode_only_the_images_they_draw(run, dataset):
 
 def test_cli_setting_errors_are_one_line(run):
     runner = CliRunner()
-    for setting, message in (("dci.trees=3", "unknown setting 'trees' of metric dci"),
-                             ("dci=3", "a setting is METRIC.SETTING=VALUE"),
-                             ("dci.num_train=5", "a setting of dci is given but dci is not "
-                                                 "computed"),
-                             ("fid.x=1", "unknown metric 'fid'; choose from")):
-        result = runner.invoke(cli, ["evaluate", str(run[0]), "--metric", "sap", "--setting",
+    for metric, setting, message in (
+            ("sap", "dci.trees=3", "unknown setting 'trees' of metric dci"),
+            ("sap", "dci=3", "a setting is METRIC.SETTING=VALUE"),
+            ("sap", "dci.num_train=5", "a setting of dci is given but dci is not computed"),
+            ("sap", "fid.x=1", "unknown metric 'fid'; choose from"),
+            # values of the wrong type: refused before anything loads, not a traceback (or
+            # a silent True) after the encoding
+            ("sap", "sap.num_train=abc", "setting sap.num_train must be an integer >= 1"),
+            ("sap", "sap.num_train=2.5", "setting sap.num_train must be an integer >= 1"),
+            ("sap", "sap.continuous_factors=yes", "must be true or false, got 'yes'"),
+            ("mig_histogram", "mig_histogram.num_images=0", "must be an integer >= 1, got 0"),
+            ("minibatch_saturation", "minibatch_saturation.batch_sizes=256,x",
+             "must be integers >= 1 separated by commas"),
+            ("dci", "dci.booster=exat", "must be one of histogram, exact, got 'exat'")):
+        result = runner.invoke(cli, ["evaluate", str(run[0]), "--metric", metric, "--setting",
                                      setting, "--quiet"])
         assert result.exit_code == 1, (setting, result.output)
         assert message in result.output and result.output.count("\n") == 1, result.output
+
+
+def test_a_factor_without_a_mig_is_refused(run):
+    result = CliRunner().invoke(cli, ["evaluate", str(run[0]), "--metric", "sap", "--factor",
+                                      "pos_x", "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert ("factors choose the factors of the headline MIG, but neither mig_sampling nor "
+            "mig_histogram is computed") in result.output
+
+
+def test_json_that_cannot_be_written_fails_before_the_evaluation(run, tmp_path, monkeypatch):
+    def evaluate(*args, **kwargs):
+        raise AssertionError("evaluated although --json cannot be written")
+
+    monkeypatch.setattr(evaluation, "evaluate", evaluate)
+    (tmp_path / "file").write_text("")
+    result = CliRunner().invoke(cli, ["evaluate", str(run[0]), "--json",
+                                      str(tmp_path / "file" / "m.json"), "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert result.output == (f"Error: cannot write {tmp_path / 'file' / 'm.json'}: "
+                             f"{tmp_path / 'file'} is not a folder that can be written\n")
+
+
+def test_a_read_only_run_folder_still_gets_json_written(run, tmp_path, monkeypatch):
+    folder, _ = run
+    write_metrics = evaluation.write_metrics
+
+    def read_only_run(result, path):
+        if Path(path).parent == folder:
+            raise PermissionError(13, "Permission denied")
+        return write_metrics(result, path)
+
+    monkeypatch.setattr(evaluation, "write_metrics", read_only_run)
+    out = tmp_path / "m.json"
+    result = CliRunner().invoke(cli, ["evaluate", str(folder), "--metric", "active_units",
+                                      "--json", str(out), "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert json.loads(out.read_text())["active_units"]["latent_dim"] == 3
+    assert f"metrics written to {out}" in result.output
+    assert result.output.endswith("Permission denied\n")
 
 
 def test_a_laplace_prior_is_refused_not_measured_against_a_normal(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """The metric registry: lookups, settings, dispatch through compute_metrics, the table."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -79,6 +80,45 @@ def test_settings():
     assert registry.parse_setting("dci.booster=exact") == ("dci", "booster", "exact")
     with pytest.raises(ValueError, match="a setting is METRIC.SETTING=VALUE"):
         registry.parse_setting("dci=3")
+    assert registry.parse_setting(" sap . num_train = 100") == ("sap", "num_train", 100)
+    assert registry.parse_setting("minibatch_saturation.batch_sizes=256, 2048") == (
+        "minibatch_saturation", "batch_sizes", (256, 2048))
+
+
+@pytest.mark.parametrize(("metric", "setting", "value", "expected"), [
+    ("sap", "num_train", "abc", "an integer >= 1"),
+    ("sap", "num_train", 0, "an integer >= 1"),
+    ("sap", "num_train", 2.5, "an integer >= 1"),
+    ("sap", "num_train", True, "an integer >= 1"),
+    ("mig_histogram", "num_images", 0, "an integer >= 1"),
+    ("sap", "continuous_factors", "yes", "true or false"),
+    ("active_units", "threshold", "abc", "a number"),
+    ("active_units", "threshold", float("nan"), "a number"),
+    ("dci", "booster", "exat", "one of histogram, exact"),
+    ("minibatch_saturation", "batch_sizes", (256, "x"), "integers >= 1 separated by commas"),
+])
+def test_a_setting_of_the_wrong_type_is_refused(metric, setting, value, expected):
+    message = f"setting {metric}.{setting} must be {expected}, got {value!r}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        registry.check_options({metric: {setting: value}}, [metric])
+
+
+def test_settings_are_read_as_the_defaults_type():
+    settings = registry.check_options(
+        {"dci": {"num_train": 2e3, "booster": "exact"},
+         "minibatch_saturation": {"batch_sizes": 256},
+         "active_units": {"threshold": 1},
+         "sap": {"num_test": np.int64(50)}},
+        ["active_units", "sap", "dci", "minibatch_saturation"])
+    assert settings["dci"] == {"num_train": 2000, "num_test": 5000, "booster": "exact"}
+    assert type(settings["dci"]["num_train"]) is int
+    assert settings["minibatch_saturation"]["batch_sizes"] == (256,)
+    assert settings["active_units"]["threshold"] == 1.0
+    assert type(settings["sap"]["num_test"]) is int
+    for name, metric in registry.REGISTRY.items():  # every default passes its own check
+        assert registry.check_options(None, [name])[name] == metric.settings
+        for setting, value in metric.settings.items():
+            assert registry.check_setting(name, setting, value) == value
 
 
 def test_compute_metrics_dispatches_every_metric(everything):

@@ -19,6 +19,7 @@ Importing this module imports neither TensorFlow nor scikit-learn.
 import dataclasses
 import importlib
 import math
+import numbers
 from collections.abc import Callable
 
 import numpy as np
@@ -47,6 +48,8 @@ sap_module = importlib.import_module("tcvae_tf.metrics.sap")
 POSTERIORS, MEANS, ENCODER = "posteriors", "means", "encoder"
 NEEDS = (POSTERIORS, MEANS, ENCODER)
 ALL = "all"  # the name that asks for every registered metric
+# The metrics whose headline number averages over chosen factors (--factor).
+MIG_METRICS = ("mig_sampling", "mig_histogram")
 
 
 class MetricInputs:
@@ -138,7 +141,9 @@ class Metric:
       rows: callable(section) -> [(label, value text)], its lines of the summary table.
       describe: callable(section) -> one line naming its settings.
       settings: the adjustable settings and their defaults (disentanglement_lib's sizes);
-        ``evaluate(..., options={name: {...}})`` overrides them.
+        ``evaluate(..., options={name: {...}})`` overrides them with values of the
+        default's type (an integer setting is a count, >= 1).
+      choices: the allowed values of a text setting, by name.
       default: part of the default set of ``tcvae-tf evaluate``.
     """
 
@@ -149,6 +154,7 @@ class Metric:
     rows: Callable
     describe: Callable
     settings: dict = dataclasses.field(default_factory=dict)
+    choices: dict = dataclasses.field(default_factory=dict)
     default: bool = False
 
 
@@ -416,7 +422,8 @@ REGISTRY = {metric.name: metric for metric in (
                        _number(s["informativeness_test"]))],
            lambda s: _split_text(s, f", {s.get('booster')} gradient-boosted trees"),
            settings={"num_train": dci_module.DEFAULT_NUM_TRAIN,
-                     "num_test": dci_module.DEFAULT_NUM_TEST, "booster": "histogram"}),
+                     "num_test": dci_module.DEFAULT_NUM_TEST, "booster": "histogram"},
+           choices={"booster": dci_module.BOOSTERS}),
     # A diagnostic of the training objective, not of the codes: only on request.
     Metric("minibatch_saturation", "minibatch saturation", POSTERIORS, _compute_saturation,
            _saturation_rows,
@@ -459,26 +466,74 @@ def resolve(names):
 def parse_setting(text):
     """Parses "METRIC.SETTING=VALUE" (the CLI's --setting) into (metric, setting, value).
 
-    VALUE is read as an integer, a float, true/false, or else kept as text.
+    VALUE is read as an integer, a float, true/false, or else kept as text; values
+    separated by commas as a tuple of them.
 
     Example:
       >>> parse_setting("dci.num_train=2000")
       ('dci', 'num_train', 2000)
+      >>> parse_setting("minibatch_saturation.batch_sizes=256,2048")
+      ('minibatch_saturation', 'batch_sizes', (256, 2048))
     """
     key, equals, value = str(text).partition("=")
-    metric, dot, setting = key.strip().partition(".")
+    metric, dot, setting = (part.strip() for part in key.partition("."))
     if not equals or not dot or not metric or not setting:
         raise ValueError(f"a setting is METRIC.SETTING=VALUE (e.g. dci.num_train=2000), got "
                          f"{text!r}")
-    value = value.strip()
-    if value.lower() in ("true", "false"):
-        return metric, setting, value.lower() == "true"
+    if "," in value:
+        return metric, setting, tuple(_parse_value(item) for item in value.split(","))
+    return metric, setting, _parse_value(value)
+
+
+def _parse_value(text):
+    text = text.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     for kind in (int, float):
         try:
-            return metric, setting, kind(value)
+            return kind(text)
         except ValueError:
             pass
-    return metric, setting, value
+    return text
+
+
+def _is_count(value):
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+            and math.isfinite(value) and float(value).is_integer() and value >= 1)
+
+
+def check_setting(name, setting, value):
+    """A setting's value as the type of its default; a one-line ValueError otherwise.
+
+    Integers (counts) must be >= 1 (2e3 is read as 2000), numbers finite, a tuple of
+    counts may be given as one count, and text one of the metric's ``choices``.
+    """
+    metric = get(name)
+    default = metric.settings[setting]
+    if isinstance(default, bool):
+        if isinstance(value, bool | np.bool_):
+            return bool(value)
+        expected = "true or false"
+    elif isinstance(default, int):
+        if _is_count(value):
+            return int(value)
+        expected = "an integer >= 1"
+    elif isinstance(default, float):
+        if (isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+                and math.isfinite(value)):
+            return float(value)
+        expected = "a number"
+    elif isinstance(default, tuple):
+        values = tuple(value) if isinstance(value, list | tuple) else (value,)
+        if values and all(_is_count(item) for item in values):
+            return tuple(int(item) for item in values)
+        expected = "integers >= 1 separated by commas"
+    else:
+        choices = metric.choices.get(setting)
+        if isinstance(value, str) and (choices is None or value in choices):
+            return value
+        expected = "text" if choices is None else f"one of {', '.join(choices)}"
+    raise ValueError(f"setting {name}.{setting} must be {expected}, got {value!r}")
 
 
 def check_options(options, names):
@@ -486,6 +541,10 @@ def check_options(options, names):
 
     Returns:
       ``{metric: settings}`` with the defaults filled in, for every name in ``names``.
+
+    Raises:
+      ValueError: an unknown metric or setting, a setting of a metric not in ``names``, or
+        a value not of the default's type (see ``check_setting``).
     """
     options = dict(options or {})
     for name, values in options.items():
@@ -497,4 +556,7 @@ def check_options(options, names):
                              f"{known}")
         if name not in names:
             raise ValueError(f"a setting of {name} is given but {name} is not computed")
-    return {name: {**REGISTRY[name].settings, **options.get(name, {})} for name in names}
+    return {name: {**REGISTRY[name].settings,
+                   **{setting: check_setting(name, setting, value)
+                      for setting, value in options.get(name, {}).items()}}
+            for name in names}
