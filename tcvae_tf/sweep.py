@@ -44,6 +44,10 @@ SUMMARY_PNG = "summary.png"
 RAY_DIR = ".ray"
 SPEC_FORMAT = 1
 MAX_FAILURES = 2  # retries of a trial that died, each resuming from its last checkpoint
+# Restarts of Ray Tune after it failed as a whole (e.g. Ray's memory monitor killed the
+# trials' workers, which Ray Tune does not count as a trial failure), each resuming the
+# unfinished trials from their checkpoints.
+MAX_RESTARTS = 3
 # The results columns after the grid values: (column, section of metrics.json, key).
 METRIC_COLUMNS = (
     ("mig_sampling", "mig_sampling", "mig"),
@@ -66,6 +70,10 @@ METRIC_COLUMNS = (
 )
 STATUS_COLUMNS = ("status", "steps", "total_steps")
 TAIL_COLUMNS = ("seconds", "run")
+
+
+class _EngineFailure(RuntimeError):
+    """Ray Tune itself failed (not one trial); the message is its error's first line."""
 
 
 class SweepError(RuntimeError):
@@ -649,9 +657,23 @@ def run(dataset, grid, fixed, out, address=None, max_concurrent=None, cpus_per_t
             echo(f"[{row['run']}] {row['status']}, step {row['steps']}{total}")
         echo(f"results rewritten: {os.path.join(out, RESULTS_CSV)}")
         return rows
-    if pending:
-        _run_with_ray(trials, pending, out, grid, address, max_concurrent, cpus_per_trial,
-                      gpus_per_trial, echo)
+    for restart in range(MAX_RESTARTS + 1):
+        if not pending:
+            break
+        try:
+            _run_with_ray(trials, pending, out, grid, address, max_concurrent,
+                          cpus_per_trial, gpus_per_trial, echo)
+            break
+        except _EngineFailure as error:
+            pending = [trial for trial in trials if not is_finished(trial)]
+            if restart == MAX_RESTARTS:
+                write_results(trials, out, grid)
+                raise SweepError(f"Ray Tune failed {MAX_RESTARTS + 1} times ({error}); "
+                                 f"run the same command again to resume the {len(pending)} "
+                                 f"unfinished trials") from None
+            echo(f"[sweep] Ray Tune failed ({error}); restarting it for the {len(pending)} "
+                 f"unfinished trials, each from its last checkpoint "
+                 f"(restart {restart + 1} of {MAX_RESTARTS})")
     rows = write_results(trials, out, grid)
     failed = [row["run"] for row in rows if row["status"] != "finished"]
     if failed:
@@ -810,7 +832,11 @@ def _run_with_ray(trials, pending, out, grid, address, max_concurrent, cpus_per_
                 # A trial killed from outside (e.g. by Ray's memory monitor) is retried;
                 # it resumes from its checkpoint.
                 failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)))
-        tuner.fit()
+        try:
+            tuner.fit()
+        except Exception as error:  # a trial's own error is recorded, not raised: Ray failed
+            text = " ".join(str(error).split("\n", 1)[0].split())[:200] or type(error).__name__
+            raise _EngineFailure(text) from error
     finally:
         if started_ray:
             ray.shutdown()

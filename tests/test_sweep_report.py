@@ -136,3 +136,39 @@ def test_a_curve_measured_twice_at_once_keeps_the_rows_of_both(tmp_path, monkeyp
     written = runs.read_curve(run_dir)
     assert [row["step"] for row in written] == [2, 4, 6] == [row["step"] for row in rows]
     assert [row["mig_histogram"] for row in written] == pytest.approx([0.1, 0.2, 0.3])
+
+
+@pytest.mark.parametrize("failures", [1, sweep.MAX_RESTARTS + 1])
+def test_ray_tune_failing_as_a_whole_is_restarted_for_the_unfinished_trials(
+        tmp_path, monkeypatch, failures):
+    """Ray's memory monitor killing the trials' workers makes Ray Tune raise, not retry;
+    the sweep restarts it with the unfinished trials, then gives up with one line."""
+    calls, messages = [], []
+
+    def engine(trials, pending, *args):
+        calls.append([trial.name for trial in pending])
+        runs.write_trial(pending[0].run_dir, {"status": "finished", "steps": 4})
+        if len(calls) <= failures:
+            raise sweep._EngineFailure("Caught unexpected exception: 2 worker(s) were killed")
+        for trial in pending[1:]:
+            runs.write_trial(trial.run_dir, {"status": "finished", "steps": 4})
+
+    monkeypatch.setattr(sweep, "_run_with_ray", engine)
+    monkeypatch.setattr(sweep, "write_summary", lambda *args: None)
+    options = dict(steps=4, arch="burgess", latent_dim=3, batch_size=16)
+    out = tmp_path / "sweep"
+    grid = {"seed": [0, 1, 2, 3, 4, 5]}
+    if failures == 1:
+        sweep.run("dsprites-small", grid, options, out, echo=messages.append)
+        assert calls == [[f"seed-{seed}" for seed in range(6)],
+                         [f"seed-{seed}" for seed in range(1, 6)]]
+        assert (f"[sweep] Ray Tune failed (Caught unexpected exception: 2 worker(s) were "
+                f"killed); restarting it for the 5 unfinished trials, each from its last "
+                f"checkpoint (restart 1 of {sweep.MAX_RESTARTS})") in messages
+        assert messages[-1].startswith("sweep finished")
+    else:
+        with pytest.raises(sweep.SweepError, match=(
+                f"Ray Tune failed {failures} times .*; run the same command again to resume "
+                f"the {6 - failures} unfinished trials")):
+            sweep.run("dsprites-small", grid, options, out, echo=messages.append)
+        assert len(calls) == failures
