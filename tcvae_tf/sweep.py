@@ -677,9 +677,10 @@ def run(dataset, grid, fixed, out, address=None, max_concurrent=None, cpus_per_t
     rows = write_results(trials, out, grid)
     failed = [row["run"] for row in rows if row["status"] != "finished"]
     if failed:
+        record = runs.read_trial(os.path.join(out, failed[0])) or {}
+        why = record.get("error") or record.get("status") or "not started"
         raise SweepError(f"{len(failed)} of {len(rows)} trials did not finish ({failed[0]}: "
-                         f"{(runs.read_trial(os.path.join(out, failed[0])) or {}).get('error')}"
-                         f"); run the same command again to resume them")
+                         f"{why}); run the same command again to resume them")
     echo(f"sweep finished: {os.path.join(out, RESULTS_CSV)}")
     return rows
 

@@ -172,3 +172,9 @@ def test_ray_tune_failing_as_a_whole_is_restarted_for_the_unfinished_trials(
                 f"the {6 - failures} unfinished trials")):
             sweep.run("dsprites-small", grid, options, out, echo=messages.append)
         assert len(calls) == failures
+    # The engine ends (Ctrl-C) with trials unfinished and no error recorded: their status.
+    monkeypatch.setattr(sweep, "_run_with_ray", lambda *args: None)
+    runs.write_trial(str(out / "seed-5"), {"status": "running", "steps": 2})
+    with pytest.raises(sweep.SweepError, match=r"did not finish \((seed-\d): (running|not "
+                                               r"started)\)"):
+        sweep.run("dsprites-small", grid, options, out, echo=messages.append)
