@@ -14,20 +14,21 @@ from .options import model_reference_options
               help="traversals: each latent swept from seed images; reconstructions: inputs "
                    "and reconstructions; latent-factors: latents versus the dSprites factors.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
-              help="PNG to write [default: KIND.png in the run folder; "
+              help="PNG to write, a name ending in .png [default: KIND.png in the run folder; "
                    "NAME-vVERSION-KIND.png in the current folder for zoo models].")
-@click.option("--range", "value_range", default=3.0, show_default=True,
+@click.option("--range", "value_range", default=None,
               type=click.FloatRange(min=0, min_open=True),
-              help="Traversals sweep each latent over [-RANGE, RANGE].")
-@click.option("--steps", default=10, show_default=True, type=click.IntRange(min=2),
-              help="Values per traversal.")
+              help="Traversals sweep each latent over [-RANGE, RANGE] [default: 3].")
+@click.option("--steps", default=None, type=click.IntRange(min=2),
+              help="Values per traversal [default: 10].")
 @click.option("--gif", is_flag=True,
               help="Traversals: also write an animated GIF next to the PNG.")
 @click.option("--num-images", default=None, type=click.IntRange(min=1),
               help="Seed images (traversals, default 3), images shown (reconstructions, "
                    "default 10) or images encoded (latent-factors, default all).")
 @click.option("--latents", "max_latents", default=None, type=click.IntRange(min=1),
-              help="Show at most this many latents (largest KL or variance first).")
+              help="Traversals and latent-factors: show at most this many latents "
+                   "(largest KL or variance first).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the image choice.")
 @click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(min=1),
               help="Images per encoder call.")

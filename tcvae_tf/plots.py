@@ -38,6 +38,8 @@ DSPRITES_FACTORS = ("shape", "scale", "orientation", "pos_x", "pos_y")
 ORDER_IMAGES = 10000  # images encoded to sort latents by KL
 ACTIVE_THRESHOLD = 0.01  # variance of the posterior mean above which a latent is active
 DEFAULT_NUM_IMAGES = {"traversals": 3, "reconstructions": 10, "latent-factors": None}
+DEFAULT_RANGE, DEFAULT_STEPS = 3.0, 10  # traversal sweep
+MAX_FIGURE_TILES = 2048  # images in a traversal or reconstruction figure (~1 GB to draw)
 _SEPARATOR = 0.5  # grey between tiles
 
 
@@ -218,6 +220,19 @@ def _check_traversal(value_range, steps):
     return float(value_range), int(steps)
 
 
+def _check_figure_size(num_images, num_latents=None, steps=None):
+    """Refuses a figure of more than ``MAX_FIGURE_TILES`` images (drawing takes ~0.5 MB each):
+    reconstructions of ``num_images`` inputs, or a traversal when ``num_latents`` is given."""
+    if num_latents is None:
+        count, what = 2 * num_images, f"{num_images} inputs and their reconstructions"
+    else:
+        count = num_images * num_latents * steps
+        what = f"{num_images} seed images x {num_latents} latents x {steps} steps"
+    if count > MAX_FIGURE_TILES:
+        raise ValueError(f"{what} make {count} images, more than the {MAX_FIGURE_TILES} a "
+                         f"figure holds: use fewer")
+
+
 # -- figures ---------------------------------------------------------------------------------
 
 
@@ -270,7 +285,9 @@ def plot_traversals(evaluable, images, path, latents=None, kl=None, value_range=
     axis.set_yticklabels([f"z{d}" + ("" if kl is None else f"  KL {kl[d]:.2f}")
                           for d in latents], fontsize=8)
     axis.set_xticks([c * (tile_w + 1) + tile_w / 2 for c in range(steps)])
-    axis.set_xticklabels([f"{v:+.1f}" for v in values], fontsize=7)
+    # enough decimals that neighbouring values differ: 1 for the default sweep, 2 at +/-0.2
+    decimals = max(1, -math.floor(math.log10(values[1] - values[0])))
+    axis.set_xticklabels([f"{v:+.{decimals}f}" for v in values], fontsize=7)
     axis.xaxis.tick_top()
     for spine in axis.spines.values():
         spine.set_visible(False)
@@ -285,6 +302,7 @@ def _traversal_probs(evaluable, images, latents, value_range, steps):
     """Decodes every seed image with each latent swept: (latents, values, probs [S, L, T, ...])."""
     value_range, steps = _check_traversal(value_range, steps)
     latents = list(range(evaluable.latent_dim)) if latents is None else list(latents)
+    _check_figure_size(len(images), len(latents), steps)
     values = np.linspace(-value_range, value_range, steps)
     base = evaluable.encode(images)[0].numpy()
     return latents, values, _decode_probs(evaluable, traversal_codes(base, latents, values))
@@ -342,6 +360,7 @@ def plot_reconstructions(evaluable, images, path, per_row=10):
     """
 
     images = _as_float_images(images)
+    _check_figure_size(len(images))
     loc = evaluable.encode(images)[0].numpy()
     reconstructions = _decode_probs(evaluable, loc)
     count = len(images)
@@ -473,7 +492,7 @@ def default_output(evaluable, kind, extension=".png"):
     return f"{evaluable.name}-v{evaluable.version}-{file_name}"
 
 
-def make_plot(ref, kind, out=None, value_range=3.0, steps=10, num_images=None, seed=0,
+def make_plot(ref, kind, out=None, value_range=None, steps=None, num_images=None, seed=0,
               gif=False, max_latents=None, zoo_root=None, version=None, source=None,
               data_path=None, batch_size=1024, progress=None, echo=None):
     """Draws one kind of figure of a run or a zoo model.
@@ -481,13 +500,16 @@ def make_plot(ref, kind, out=None, value_range=3.0, steps=10, num_images=None, s
     Args:
       ref: run folder or zoo model name.
       kind: one of ``KINDS``.
-      out: PNG path (default: ``default_output``); the GIF goes next to it (.gif).
-      value_range, steps: traversal sweep over [-value_range, value_range].
+      out: PNG path ending in .png (default: ``default_output``); the GIF goes next to it
+        (.gif).
+      value_range, steps: traversals only: sweep over [-value_range, value_range] in
+        ``steps`` values (default 3 and 10).
       num_images: seed images (traversals, default 3), images shown (reconstructions,
         default 10) or images encoded (latent-factors, default the whole dataset).
       seed: seed of the image choice.
       gif: traversals only: also write an animated GIF.
-      max_latents: show at most this many latents (the first by KL or variance).
+      max_latents: traversals and latent-factors: show at most this many latents (the
+        first by KL or variance).
       zoo_root, version: for zoo models.
       source, data_path: override the training config's data source and file.
       batch_size: images per encoder call.
@@ -506,10 +528,19 @@ def make_plot(ref, kind, out=None, value_range=3.0, steps=10, num_images=None, s
     """
     if kind not in KINDS:
         raise ValueError(f"unknown plot kind {kind!r}; choose one of {', '.join(KINDS)}")
-    if gif and kind != "traversals":
-        raise ValueError("the GIF option applies to traversals only")
+    traversal_only = {"GIF": gif or None, "range": value_range, "steps": steps}
+    for name, value in traversal_only.items():
+        if value is not None and kind != "traversals":
+            raise ValueError(f"the {name} option applies to traversals only")
+    if max_latents is not None and kind == "reconstructions":
+        raise ValueError("the latents option applies to traversals and latent-factors only")
+    if out is not None and not os.fspath(out).lower().endswith(".png"):
+        raise ValueError(f"{os.fspath(out)}: the figure is a PNG; give a file name ending "
+                         f"in .png")
     if kind == "traversals":
-        value_range, steps = _check_traversal(value_range, steps)
+        value_range, steps = _check_traversal(
+            DEFAULT_RANGE if value_range is None else value_range,
+            DEFAULT_STEPS if steps is None else steps)
     if num_images is None:
         num_images = DEFAULT_NUM_IMAGES[kind]
     if num_images is not None and (isinstance(num_images, bool) or int(num_images) != num_images
@@ -534,6 +565,8 @@ def make_plot(ref, kind, out=None, value_range=3.0, steps=10, num_images=None, s
                                          progress=stage_progress, pixel_max=dataset.pixel_max)
 
     if kind == "latent-factors":
+        for name in DSPRITES_FACTORS:  # before the encoding pass
+            _factor_index(dataset.factor_names, name, dataset.name)
         indices = None
         if num_images is not None and num_images < total:
             indices = np.sort(rng.choice(total, int(num_images), replace=False))
@@ -547,7 +580,12 @@ def make_plot(ref, kind, out=None, value_range=3.0, steps=10, num_images=None, s
                   f"({len(encoding.loc)} images)",
             dataset_name=dataset.name)]
 
-    chosen = np.sort(rng.choice(total, min(int(num_images), total), replace=False))
+    count = min(int(num_images), total)
+    if kind == "reconstructions":
+        _check_figure_size(count)
+    else:
+        _check_figure_size(count, len(range(evaluable.latent_dim)[:max_latents]), steps)
+    chosen = np.sort(rng.choice(total, count, replace=False))
     images = dataset.images[chosen].astype(np.float32) / dataset.pixel_max
     if kind == "reconstructions":
         return [plot_reconstructions(evaluable, images, out)]

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from tcvae_tf import plots, training, zoo
+from tcvae_tf import evaluation, plots, training, zoo
 from tcvae_tf.cli.main import cli
-from tcvae_tf.data import dsprites_subgrid
+from tcvae_tf.data import GroundTruthDataset, dsprites_subgrid
 from tcvae_tf.model import BetaTCVAE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -152,6 +152,22 @@ def test_cli_traversal_options_and_gif(run_dir, tmp_path):
         assert animation.size == (2 * (2 * 64 + 2), 2 * (2 * 64 + 2))
 
 
+@pytest.mark.parametrize("value_range, labels", [
+    (3.0, ["-3.0", "-2.3", "-1.7", "-1.0", "-0.3", "+0.3", "+1.0", "+1.7", "+2.3", "+3.0"]),
+    (0.2, ["-0.20", "-0.16", "-0.11", "-0.07", "-0.02", "+0.02", "+0.07", "+0.11", "+0.16",
+           "+0.20"]),
+])
+def test_traversal_axis_labels_name_each_value(run_dir, tmp_path, monkeypatch, value_range,
+                                               labels):
+    figures = []
+    monkeypatch.setattr(plots, "_save_figure", lambda figure, path: figures.append(figure))
+    evaluable = evaluation.load_evaluable(run_dir)
+    plots.plot_traversals(evaluable, np.zeros((1, 64, 64, 1)), tmp_path / "t.png",
+                          value_range=value_range)
+    axis = figures[0].axes[0]
+    assert [label.get_text() for label in axis.get_xticklabels()] == labels
+
+
 def test_cli_reconstructions_count(run_dir, tmp_path):
     out = tmp_path / "recon.png"
     result = CliRunner().invoke(cli, ["plot", str(run_dir), "--kind", "reconstructions",
@@ -182,6 +198,17 @@ def test_cli_errors(run_dir, tmp_path):
         (["--kind", "contours"], 2, "'contours' is not one of"),
         (["--steps", "1"], 2, "1 is not in the range x>=2"),
         (["--range", "0"], 2, "0.0 is not in the range x>0"),
+        # Options of another kind are refused, not ignored.
+        (["--kind", "reconstructions", "--latents", "1"], 1,
+         "the latents option applies to traversals and latent-factors only"),
+        (["--kind", "reconstructions", "--range", "2"], 1, "the range option applies to "
+                                                            "traversals only"),
+        (["--kind", "latent-factors", "--steps", "5"], 1, "the steps option applies to "
+                                                          "traversals only"),
+        # The GIF goes next to the PNG: a .gif --out would be overwritten by it.
+        (["--gif", "--out", str(tmp_path / "sweep.gif")], 1,
+         "the figure is a PNG; give a file name ending in .png"),
+        (["--out", str(tmp_path / "sweep.jpg")], 1, "give a file name ending in .png"),
     ]
     for arguments, code, message in cases:
         result = runner.invoke(cli, ["plot", str(run_dir), *arguments, "--quiet"])
@@ -191,6 +218,34 @@ def test_cli_errors(run_dir, tmp_path):
     assert result.exit_code == 1
     assert "'no-such-model' is neither a run folder nor a zoo model" in result.output
     assert "Traceback" not in result.output
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--num-images", "70"], "70 seed images x 3 latents x 10 steps make 2100 images"),
+    (["--steps", "250"], "3 seed images x 3 latents x 250 steps make 2250 images"),
+    (["--kind", "reconstructions", "--num-images", "5000"],
+     "1536 inputs and their reconstructions make 3072 images"),
+])
+def test_cli_refuses_a_figure_too_large_to_draw(run_dir, tmp_path, arguments, message):
+    # Drawing takes ~0.5 MB an image: all of dSprites' seed images would need hundreds of GB.
+    out = tmp_path / "big.png"
+    result = CliRunner().invoke(cli, ["plot", str(run_dir), *arguments, "--out", str(out),
+                                      "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert f"{message}, more than the 2048 a figure holds" in result.output
+    assert not out.exists()
+
+
+def test_latent_factors_of_another_dataset_fail_before_encoding(run_dir, dataset, monkeypatch):
+    other = GroundTruthDataset("toy", dataset.images, dataset.factor_classes[:, :2],
+                               dataset.factor_values[:, :2], ("a", "b"), dataset.factor_sizes[:2],
+                               "rendered")
+    monkeypatch.setattr(plots.evaluation, "load_evaluation_dataset", lambda *a, **k: other)
+    stages = []
+    with pytest.raises(ValueError, match="needs the dSprites factors .*; toy has a, b"):
+        plots.make_plot(run_dir, "latent-factors", progress=lambda stage, *_: stages.append(stage))
+    assert stages == []
 
 
 def test_make_plot_argument_errors(run_dir):
