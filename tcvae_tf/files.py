@@ -107,19 +107,35 @@ def sha256_file(path, chunk_size=1 << 20):
 
 
 @contextlib.contextmanager
-def locked(path):
+def locked(path, on_wait=None):
     """Holds an exclusive advisory lock on the file ``path`` (created if missing) for the
-    ``with`` block; other processes taking it wait. No lock without ``fcntl``.
+    ``with`` block; other processes taking it wait. The lock ends with the block or with
+    its process, however that ends.
 
-    The lock ends with the block or with its process, however that ends.
+    Args:
+      path: the lock file.
+      on_wait: optional callable() called when another holder has the lock, before waiting.
+
+    Yields:
+      (whether the lock is held, whether it had to wait for another holder). Without
+      ``fcntl``, or where the lock file cannot be made (a read-only folder), there is no
+      lock: (False, False).
     """
     fd = None
     if fcntl is not None:
-        fd = os.open(os.fspath(path), os.O_RDWR | os.O_CREAT, 0o666)
+        with contextlib.suppress(OSError):
+            fd = os.open(os.fspath(path), os.O_RDWR | os.O_CREAT, 0o666)
+    waited = False
     try:
         if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None:
+                    on_wait()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                waited = True
+        yield fd is not None, waited
     finally:
         if fd is not None:
             os.close(fd)  # releases the lock

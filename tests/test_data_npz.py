@@ -7,6 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from tcvae_tf import files
 from tcvae_tf.data import DatasetError, grid_npz, load_dsprites
 from tcvae_tf.data import dsprites as dsprites_lib
 from tcvae_tf.data.grid_npz import GridSpec, load_or_build, read_grid_npz, write_grid_npz
@@ -288,7 +289,7 @@ def test_partial_file_of_a_killed_writer_is_ignored(tmp_path):
     assert not partial.exists()  # the builder, holding the lock, removed it
 
 
-@pytest.mark.skipif(grid_npz.fcntl is None, reason="no locks without fcntl")
+@pytest.mark.skipif(files.fcntl is None, reason="no locks without fcntl")
 def test_processes_finding_no_cache_build_it_once(tmp_path):
     """The first builder holds the lock; the others wait and read what it wrote."""
     import threading

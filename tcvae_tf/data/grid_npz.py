@@ -29,12 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import fcntl
-except ImportError:  # not on POSIX: builds are not serialised
-    fcntl = None
-
 from tcvae_tf.data.ground_truth import DatasetError
+from tcvae_tf.files import locked
 
 IMAGES_KEY = "imgs"
 CLASSES_KEY = "latents_classes"
@@ -437,7 +433,13 @@ def load_or_build(path, spec, build, metadata, log=None):
     loaded, problem = _read_cache(path, spec, metadata)
     if loaded is not None:
         return loaded
-    with _build_lock(path, log) as (locked, waited):
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_wait():
+        log(f"waiting for another process that is building {path}")
+
+    with locked(path.parent / f".{path.name}{LOCK_SUFFIX}", on_wait) as (held, waited):
         if waited:  # another process held the lock: it may have built the file meanwhile
             loaded, problem = _read_cache(path, spec, metadata)
             if loaded is not None:
@@ -446,7 +448,7 @@ def load_or_build(path, spec, build, metadata, log=None):
             message = f"damaged or stale dataset cache, building it again ({problem})"
             warnings.warn(message, RuntimeWarning, stacklevel=2)
             log(message)
-        if locked:
+        if held:  # no writer can own a .partial file now
             _remove_partials(path)
         images, latents_classes, latents_values = build()
         try:
@@ -484,32 +486,6 @@ def _read_cache(path, spec, metadata):
     if stale:
         return None, f"{path}: made with different settings {stale}"
     return loaded, None
-
-
-@contextlib.contextmanager
-def _build_lock(path, log):
-    """Holds an exclusive lock on ``.NAME.lock`` beside ``path``; yields (whether it holds
-    the lock, whether it had to wait for another holder). Without fcntl, or where the lock
-    file cannot be made (a read-only folder), there is no lock: (False, False)."""
-    fd = None
-    if fcntl is not None:
-        with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path.parent / f".{path.name}{LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT,
-                         0o666)
-    waited = False
-    try:
-        if fd is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log(f"waiting for another process that is building {path}")
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                waited = True
-        yield fd is not None, waited
-    finally:
-        if fd is not None:
-            os.close(fd)  # releases the lock
 
 
 def _remove_partials(path):
