@@ -1,9 +1,13 @@
-"""Atomic file writes and checksums.
+"""Atomic file writes, checksums and advisory locks.
 
 A reader never sees a half-written file, and an interrupted write leaves only a
 ``.tmp-*`` file behind, never a file under the final name. A file is flushed to disk
 before it is renamed into place, so a power loss cannot leave a file under the final
 name whose content is lost.
+
+Locks are advisory ``flock`` locks, on a lock file (:func:`locked`) or on a folder
+(:func:`lock_folder`); a lock ends when its descriptor is closed or its process ends,
+however it ends. Without ``fcntl`` (not on POSIX) there are no locks.
 """
 
 import contextlib
@@ -105,7 +109,6 @@ def sha256_file(path, chunk_size=1 << 20):
     return digest.hexdigest()
 
 
-
 @contextlib.contextmanager
 def locked(path, on_wait=None):
     """Holds an exclusive advisory lock on the file ``path`` (created if missing) for the
@@ -139,3 +142,55 @@ def locked(path, on_wait=None):
     finally:
         if fd is not None:
             os.close(fd)  # releases the lock
+
+
+def lock_folder(folder, wait=True, shared=False):
+    """Takes an advisory lock on a folder: exclusive, or ``shared`` with other readers.
+
+    The lock lasts until the returned descriptor is closed (:func:`unlock_folder`) or its
+    process ends, however it ends, so it can be held across functions (a folder being
+    built keeps its lock until it is removed).
+
+    Args:
+      folder: an existing folder.
+      wait: wait for other holders (False: return None at once if the lock is taken).
+      shared: a reader's lock, held together with other shared locks but never with an
+        exclusive one.
+
+    Returns:
+      The descriptor holding the lock; None if ``wait`` is False and another holder has
+      it, or on an OS without ``fcntl`` (no locks).
+
+    Raises:
+      OSError: the folder cannot be opened, or its file system refuses the lock (the
+        descriptor is closed first).
+
+    Example:
+
+    ```python
+    fd = lock_folder(root, shared=True)
+    try:
+        ...  # read what writers of root change under an exclusive lock
+    finally:
+        unlock_folder(fd)
+    ```
+    """
+    if fcntl is None:
+        return None
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+                    | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def unlock_folder(fd):
+    """Releases a lock taken by :func:`lock_folder` (a no-op for None)."""
+    if fd is not None:
+        os.close(fd)  # releases the lock

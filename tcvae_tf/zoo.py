@@ -50,12 +50,14 @@ import tempfile
 from pathlib import Path
 
 from tcvae_tf import export, runs
-from tcvae_tf.files import atomic_write_text, fsync_folder, fsync_tree, sha256_file
-
-try:
-    import fcntl
-except ImportError:  # not on POSIX: no locks
-    fcntl = None
+from tcvae_tf.files import (
+    atomic_write_text,
+    fsync_folder,
+    fsync_tree,
+    lock_folder,
+    sha256_file,
+    unlock_folder,
+)
 
 INDEX_FILE = "index.json"
 CARD_FILE = "card.json"
@@ -67,9 +69,16 @@ _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _TMP_PREFIX = ".tmp-"
 _VERSION_PATTERN = re.compile(r"^[1-9][0-9]*$")
 _INTERRUPTED = "left by an interrupted publish; the next export of {name} removes it"
-# The fields of a card entry that hold an object (or null), as loading and `zoo show` read them.
-_ENTRY_OBJECTS = ("dataset", "config", "metrics", "library_versions", "model", "model_config",
-                  "parameters", "posterior", "signatures", "paths", "files", "study")
+# The fields of a card entry that hold an object, and those that hold a number, as loading
+# and `zoo show` read them: "a.b" is the field b of the object a, "a.*" every field of a. A
+# field may be missing or null unless it is in _ENTRY_REQUIRED.
+_ENTRY_OBJECTS = ("dataset", "config", "config.train", "metrics", "library_versions", "model",
+                  "model_config", "parameters", "parameters.encoder", "parameters.decoder",
+                  "posterior", "signatures", "paths", "files", "study", "study.group",
+                  "study.this_trial", "study.group_statistics", "study.group_statistics.*")
+_ENTRY_NUMBERS = ("study.this_trial.*", "study.group_statistics.*.mean",
+                  "study.group_statistics.*.sd", "study.group_statistics.*.n")
+_ENTRY_REQUIRED = ("study.group_statistics.*.mean", "study.group_statistics.*.n")
 
 
 class ZooError(LookupError):
@@ -130,12 +139,34 @@ def _read_card_file(path):
             _is_version(key) and isinstance(entry, dict) for key, entry in versions.items()):
         raise ValueError(f"{path} is not a model card (an object whose \"versions\" maps "
                          f"version numbers to objects)")
+    checks = ([(field, dict, "an object") for field in _ENTRY_OBJECTS]
+              + [(field, int | float, "a number") for field in _ENTRY_NUMBERS])
     for key, entry in versions.items():
-        for field in _ENTRY_OBJECTS:
-            if not isinstance(entry.get(field), dict | None):
-                raise ValueError(f"{path} is not a model card (the {field!r} of version {key} "
-                                 f"is not an object)")
+        for field, kind, what in checks:
+            for name, value in _entry_fields(entry, field):
+                if value is None and field in _ENTRY_REQUIRED:
+                    problem = "is missing"
+                elif isinstance(value, bool) or not isinstance(value, kind | None):
+                    problem = f"is not {what}"
+                else:
+                    continue
+                raise ValueError(f"{path} is not a model card (the {name!r} of version {key} "
+                                 f"{problem})")
     return card
+
+
+def _entry_fields(entry, field):
+    """(name, value) of each field of a card entry that ``field`` ("a.b", "a.*") names.
+
+    A missing field has the value None; fields under a value that is not an object have
+    none (the check of that value reports it).
+    """
+    found = [("", entry)]
+    for part in field.split("."):
+        found = [(f"{name}.{key}" if name else key, item)
+                 for name, value in found if isinstance(value, dict)
+                 for key, item in (value.items() if part == "*" else [(part, value.get(part))])]
+    return found
 
 
 def _write_text(path, text):
@@ -503,36 +534,6 @@ def _check_free(name, version, root, taken):
             f"overwritten (next free version: {max(taken) + 1})")
 
 
-def _lock(folder, wait=True, shared=False):
-    """Takes an advisory lock on a folder: exclusive, or ``shared`` with other readers.
-
-    The lock lasts until the returned descriptor is closed (``_unlock``) or its process
-    ends, however it ends.
-
-    Returns:
-      The descriptor holding the lock; None if ``wait`` is False and another holder has
-      it, or on an OS without ``fcntl`` (no locks).
-    """
-    if fcntl is None:
-        return None
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-                    | (0 if wait else fcntl.LOCK_NB))
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _unlock(fd):
-    if fd is not None:
-        os.close(fd)  # releases the lock
-
-
 @contextlib.contextmanager
 def _locked(root, shared=False):
     """Serialises writers of one zoo (an advisory lock on the root folder).
@@ -540,11 +541,11 @@ def _locked(root, shared=False):
     With ``shared``, a reader's lock: readers run together, but never during a write, so
     they do not see a publish half done.
     """
-    fd = _lock(root, shared=shared)
+    fd = lock_folder(root, shared=shared)
     try:
         yield
     finally:
-        _unlock(fd)
+        unlock_folder(fd)
 
 
 @contextlib.contextmanager
@@ -557,18 +558,18 @@ def _staging_folder(root, name):
     """
     with _locked(root):
         staging = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{name}-", dir=root))
-        fd = _lock(staging)
+        fd = lock_folder(staging)
     try:
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        _unlock(fd)
+        unlock_folder(fd)
 
 
 def _abandoned(staging):
     """Whether no running publisher holds a staging folder (always False without fcntl)."""
-    fd = _lock(staging, wait=False)
-    _unlock(fd)
+    fd = lock_folder(staging, wait=False)
+    unlock_folder(fd)
     return fd is not None
 
 

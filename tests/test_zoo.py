@@ -577,6 +577,75 @@ def test_a_card_or_index_entry_that_is_not_an_object_is_one_line(zoo_copy, broke
     assert snapshot(root) == before
 
 
+STUDY = {"name": "tiny-study", "trial": "objective-tcvae_seed-0", "seed": 0,
+         "group": {"objective": "tcvae"}, "this_trial": {"mig_sampling": 0.25},
+         "group_statistics": {"mig_sampling": {"mean": 0.35, "sd": 0.1, "n": 3}}}
+
+
+@pytest.mark.parametrize(("broken", "field", "problem"), [
+    ("train not an object", "config.train", "is not an object"),
+    ("statistics without a mean", "study.group_statistics.mig_sampling.mean", "is missing"),
+    ("a mean that is no number", "study.group_statistics.mig_sampling.mean", "is not a number"),
+    ("statistics not an object", "study.group_statistics.mig_sampling", "is not an object"),
+    ("an sd that is no number", "study.group_statistics.mig_sampling.sd", "is not a number"),
+    ("a trial value that is no number", "study.this_trial.mig_sampling", "is not a number"),
+])
+def test_a_hand_edited_nested_card_field_is_one_line(zoo_copy, broken, field, problem):
+    root, _, _ = zoo_copy
+    path = root / NAME / zoo.CARD_FILE
+    card = json.loads(path.read_text())
+    entry = card["versions"]["1"]
+    statistics = {"mean": 0.35, "sd": 0.1, "n": 3}
+    study = {**STUDY, "group_statistics": {"mig_sampling": statistics}}
+    if broken == "train not an object":
+        entry["config"]["train"] = ["batch_size", 16]
+    elif broken == "statistics without a mean":
+        del statistics["mean"]
+    elif broken == "a mean that is no number":
+        statistics["mean"] = "0.35"
+    elif broken == "statistics not an object":
+        study["group_statistics"]["mig_sampling"] = 0.35
+    elif broken == "an sd that is no number":
+        statistics["sd"] = [0.1]
+    else:
+        study["this_trial"] = {"mig_sampling": True}
+    if broken != "train not an object":
+        entry["study"] = study
+    path.write_text(json.dumps(card))
+    message = f"{path} is not a model card (the '{field}' of version 1 {problem})"
+    before = snapshot(root)
+    runner = CliRunner()
+    for args in (["show", NAME], ["show", NAME, "--json"], ["verify", NAME, "--no-load"],
+                 ["verify", "--no-load"]):
+        result = runner.invoke(cli, ["zoo", *args, "--zoo-root", str(root)])
+        assert result.exit_code == 1, result.output
+        assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+        lines = result.output.strip().splitlines()
+        assert lines[0] in (f"Error: {message}", f"{NAME}: {message}"), lines
+        assert len(lines) == 1 or lines[1].startswith("Error: 1 problem(s)"), lines
+    listing = runner.invoke(cli, ["zoo", "list", "--zoo-root", str(root)])  # reads the index
+    assert listing.exit_code == 0 and NAME in listing.output, listing.output
+    with pytest.raises(ValueError) as raised:
+        zoo.load_encoder(NAME, root=root)
+    assert str(raised.value) == message
+    assert snapshot(root) == before
+
+
+def test_a_hand_made_study_entry_of_the_right_shape_is_shown(zoo_copy):
+    root, _, _ = zoo_copy
+    path = root / NAME / zoo.CARD_FILE
+    card = json.loads(path.read_text())
+    statistics = {"mig_sampling": {"mean": 0.35, "sd": None, "n": 1}}
+    card["versions"]["1"]["study"] = {**STUDY, "group_statistics": statistics,
+                                      "this_trial": {"mig_sampling": None}}
+    card["versions"]["1"]["config"]["train"] = None
+    path.write_text(json.dumps(card))
+    shown = CliRunner().invoke(cli, ["zoo", "show", NAME, "--zoo-root", str(root)])
+    assert shown.exit_code == 0, shown.output
+    assert "mig_sampling  0.35 (n=1); this model -" in shown.output
+    assert "batch None, lr None, None epochs" in shown.output
+
+
 # -- the repository's zoo -------------------------------------------------------------------
 
 

@@ -79,12 +79,12 @@ def test_the_next_publish_recovers_from_a_crash(crashes, tmp_path, point, versio
     assert zoo.load_encoder(NAME, root=root).version == 1  # what the index lists
     live = root / ".tmp-other-model-live"  # a running publisher's staging folder
     live.mkdir()
-    lock = zoo._lock(live)
+    lock = files.lock_folder(live)
     try:
         assert zoo.publish(run_dir, NAME, version=version, root=root) == 2
         assert live.is_dir()
     finally:
-        zoo._unlock(lock)
+        files.unlock_folder(lock)
     live.rmdir()
 
     assert sorted(p.name for p in root.iterdir()) == ["index.json", NAME]
@@ -170,7 +170,7 @@ def test_atomic_write_flushes_the_file_before_the_rename(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
-@pytest.mark.skipif(zoo.fcntl is None, reason="no locks without fcntl")
+@pytest.mark.skipif(files.fcntl is None, reason="no locks without fcntl")
 def test_verify_waits_for_a_publish_in_progress_and_readers_run_together(crashes, tmp_path):
     import threading
 
@@ -182,18 +182,18 @@ def test_verify_waits_for_a_publish_in_progress_and_readers_run_together(crashes
     def check():
         results.append(zoo.verify(root=root, load=False))
 
-    reader = zoo._lock(root, shared=True)  # another verify
+    reader = files.lock_folder(root, shared=True)  # another verify
     try:
         assert zoo.verify(root=root, load=False) == []  # readers share the lock
     finally:
-        zoo._unlock(reader)
-    writer = zoo._lock(root)  # a publish between its first rename and its index write
+        files.unlock_folder(reader)
+    writer = files.lock_folder(root)  # a publish between its first rename and its index write
     try:
         thread = threading.Thread(target=check)
         thread.start()
         thread.join(timeout=1.0)
         assert thread.is_alive() and results == []
     finally:
-        zoo._unlock(writer)
+        files.unlock_folder(writer)
     thread.join(timeout=30)
     assert results == [[]]
