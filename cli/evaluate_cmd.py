@@ -74,6 +74,22 @@ def check_writable(path):
         fail(f"cannot write {path}: {folder} is not a folder that can be written")
 
 
+def check_metric_options(metrics):
+    """Fails when an option that only some metrics read (``evaluation.METRIC_ARGUMENTS``)
+    is given on the command line but none of ``metrics`` reads it; defaults never fail."""
+    from click.core import ParameterSource
+
+    context = click.get_current_context()
+    given = [name for name in evaluation.METRIC_ARGUMENTS
+             if context.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
+                                                       ParameterSource.ENVIRONMENT)]
+    flags = {param.name: param.opts[0] for param in context.command.params}
+    try:
+        evaluation.check_metric_arguments(metrics, given, flags)
+    except ValueError as error:
+        fail(error)
+
+
 def user_errors():
     """The exception types that carry one-line messages for the user."""
     from tcvae_tf import training
@@ -124,8 +140,11 @@ def evaluate(ref, metrics, settings, json_path, num_samples, seed, batch_size,
     metrics.json into the run folder (a choice of --metric without the default set writes
     metrics-NAME+NAME.json instead when metrics.json exists, so that a full evaluation is
     never replaced by a partial one); for a zoo model nothing is written into the zoo, only
-    to --json (`tcvae-tf zoo update-metrics` adds it to the card).
+    to --json (`tcvae-tf zoo update-metrics` adds it to the card). --num-samples,
+    --log-likelihood-images and --factor are refused when no chosen metric reads them.
     """
+    metrics = metrics or evaluation.METRICS
+    check_metric_options(metrics)
     if json_path:
         check_writable(json_path)
     progress = StageProgress(enabled=not quiet)
@@ -135,7 +154,7 @@ def evaluate(ref, metrics, settings, json_path, num_samples, seed, batch_size,
             metric, setting, value = registry.parse_setting(text)
             options.setdefault(metric, {})[setting] = value
         result = evaluation.evaluate(
-            ref, metrics=metrics or evaluation.METRICS, num_samples=num_samples, seed=seed,
+            ref, metrics=metrics, num_samples=num_samples, seed=seed,
             zoo_root=zoo_root, version=version, source=source, data_path=data_path,
             batch_size=batch_size, factors=factors or None,
             log_likelihood_images=log_likelihood_images, progress=progress,

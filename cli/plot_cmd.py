@@ -39,7 +39,8 @@ def plot(ref, kind, out, value_range, steps, gif, num_images, max_latents, seed,
 
     The latent-factors figure (dSprites) shows, for each active latent, its posterior mean
     averaged over the other factors as a heat map over position and as curves over scale
-    and orientation, one curve per shape.
+    and orientation, one curve per shape. Traversals sort the latents by their
+    closed-form KL, so they are refused for a model whose posterior or prior is not normal.
     """
     progress = StageProgress(enabled=not quiet)
     try:

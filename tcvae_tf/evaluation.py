@@ -60,6 +60,13 @@ PAPER_MIG_FACTORS = {
     "dsprites": ("scale", "orientation", "pos_x", "pos_y"),
     "dsprites-small": ("scale", "orientation", "pos_x", "pos_y"),
 }
+# The arguments of ``evaluate`` that only some metrics read, and those metrics: given for a
+# choice of metrics that reads none of them, they are refused, not ignored.
+METRIC_ARGUMENTS = {
+    "num_samples": ("mig_sampling", "elbo"),
+    "log_likelihood_images": ("elbo",),
+    "factors": registry.MIG_METRICS,
+}
 
 
 class Encoding(NamedTuple):
@@ -450,6 +457,55 @@ def check_metrics(metrics):
     return registry.resolve(metrics)
 
 
+def check_metric_arguments(metrics, given, labels=None):
+    """Refuses arguments that none of the chosen metrics reads.
+
+    Args:
+      metrics: the metric names computed, or "all".
+      given: names from ``METRIC_ARGUMENTS`` that were given.
+      labels: optional ``{name: label}`` naming them in the message (e.g. the command
+        line's "--num-samples"; default: "the NAME argument").
+
+    Raises:
+      ValueError: (one line) an unknown metric, or an argument none of ``metrics`` reads,
+        naming the metrics that read it.
+
+    Example:
+      >>> check_metric_arguments(["elbo"], ["num_samples", "log_likelihood_images"])
+      >>> check_metric_arguments(["sap"], ["log_likelihood_images"])
+      Traceback (most recent call last):
+      ValueError: the log_likelihood_images argument is only used by elbo, which is not
+      computed
+    """
+    metrics = check_metrics(metrics)
+    for name in given:
+        users = METRIC_ARGUMENTS[name]
+        if set(users) & set(metrics):
+            continue
+        label = (labels or {}).get(name, f"the {name} argument")
+        if len(users) == 1:
+            raise ValueError(f"{label} is only used by {users[0]}, which is not computed")
+        which = "neither" if len(users) == 2 else "none"
+        raise ValueError(f"{label} is only used by {', '.join(users[:-1])} and {users[-1]}, "
+                         f"{which} of which is computed")
+
+
+def check_normal_families(evaluable, purpose):
+    """Refuses a model whose posterior or prior is not normal.
+
+    Args:
+      evaluable: an ``Evaluable``.
+      purpose: what assumes normal ones, ending the message, e.g. "the metrics assume
+        normal ones".
+
+    Raises:
+      ValueError: (one line) naming the model's posterior and prior families.
+    """
+    if evaluable.posterior != "normal" or evaluable.prior != "normal":
+        raise ValueError(f"{evaluable.name} has a {evaluable.posterior} posterior and a "
+                         f"{evaluable.prior} prior; {purpose}")
+
+
 def run_metrics_path(run_dir, metrics):
     """Where an evaluation of a run folder is written, so that no full evaluation is lost.
 
@@ -680,7 +736,9 @@ def evaluate(ref, metrics=METRICS, num_samples=DEFAULT_NUM_SAMPLES, seed=0, zoo_
     Raises:
       FileNotFoundError, ValueError, tcvae_tf.training.TrainingError,
       tcvae_tf.zoo.ZooError: with one-line messages; ValueError before anything loads for
-        unknown metrics, settings of the wrong type, or ``factors`` without a MIG.
+        unknown metrics, settings of the wrong type, or ``factors`` without a MIG
+        (``check_metric_arguments``), and before the dataset loads for a model whose
+        posterior or prior is not normal.
 
     Example:
       >>> result = evaluate("runs/dsprites-tcvae-beta6-mlp-seed0", metrics=["mig_sampling"])
@@ -691,18 +749,16 @@ def evaluate(ref, metrics=METRICS, num_samples=DEFAULT_NUM_SAMPLES, seed=0, zoo_
 
     metrics = check_metrics(metrics)
     metric_settings = registry.check_options(options, metrics)
-    if factors is not None and not set(registry.MIG_METRICS) & set(metrics):
-        raise ValueError(f"factors choose the factors of the headline MIG, but neither "
-                         f"{' nor '.join(registry.MIG_METRICS)} is computed")
+    # num_samples and log_likelihood_images always hold a number: the command line, which
+    # tells a given one from its default, refuses those (check_metric_arguments too)
+    check_metric_arguments(metrics, [] if factors is None else ["factors"])
     for label, value in (("num_samples", num_samples),
                          ("log_likelihood_images", log_likelihood_images)):
         if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
             raise ValueError(f"{label} must be a positive integer, got {value!r}")
     evaluable = load_evaluable(ref, zoo_root=zoo_root, version=version)
-    if evaluable.posterior != "normal" or evaluable.prior != "normal":
-        raise ValueError(f"{evaluable.name} has a {evaluable.posterior} posterior and a "
-                         f"{evaluable.prior} prior; the metrics assume normal ones (the ELBO "
-                         f"terms are computed against N(0, I))")
+    check_normal_families(evaluable, "the metrics assume normal ones (the ELBO terms are "
+                                     "computed against N(0, I))")
     start = time.perf_counter()
     dataset = load_evaluation_dataset(evaluable, source=source, data_path=data_path, echo=echo)
     seconds = {"load_data": round(time.perf_counter() - start, 3)}

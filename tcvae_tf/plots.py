@@ -2,7 +2,8 @@
 
 - ``traversals``: decode a seed image's posterior mean with one latent swept over
   [-range, range] (prior standard deviations), one row per latent, latents sorted by
-  their average KL(q(z_d|x) || p(z_d)); optionally an animated GIF of the same sweep.
+  their average KL(q(z_d|x) || p(z_d)) in closed form (normal posterior and prior only);
+  optionally an animated GIF of the same sweep.
 - ``reconstructions``: inputs above the decoded posterior means.
 - ``latent-factors`` (dSprites, the paper's figure 7): for each active latent, its
   posterior mean averaged over the other factors, as a heat map over (pos_x, pos_y) and
@@ -37,6 +38,9 @@ SHAPE_NAMES = ("square", "ellipse", "heart")  # dSprites shape classes 0, 1, 2
 DSPRITES_FACTORS = ("shape", "scale", "orientation", "pos_x", "pos_y")
 ORDER_IMAGES = 10000  # images encoded to sort latents by KL
 ACTIVE_THRESHOLD = 0.01  # variance of the posterior mean above which a latent is active
+# The kinds that sort latents by the closed-form KL to N(0, 1): refused for models whose
+# posterior or prior is not normal.
+NORMAL_KINDS = ("traversals",)
 DEFAULT_NUM_IMAGES = {"traversals": 3, "reconstructions": 10, "latent-factors": None}
 DEFAULT_RANGE, DEFAULT_STEPS = 3.0, 10  # traversal sweep
 MAX_FIGURE_TILES = 2048  # images in a traversal or reconstruction figure (~1 GB to draw)
@@ -47,7 +51,7 @@ _SEPARATOR = 0.5  # grey between tiles
 
 
 def latent_kl(loc, log_scale):
-    """Average analytic KL(q(z_d|x) || Normal(0, 1)) of each latent.
+    """Average analytic KL(q(z_d|x) || Normal(0, 1)) of each latent, for a normal q(z_d|x).
 
     Args:
       loc: array [N, D], posterior means.
@@ -521,7 +525,8 @@ def make_plot(ref, kind, out=None, value_range=None, steps=None, num_images=None
 
     Raises:
       ValueError, FileNotFoundError, tcvae_tf.training.TrainingError,
-      tcvae_tf.zoo.ZooError: with one-line messages.
+      tcvae_tf.zoo.ZooError: with one-line messages; ValueError before the dataset loads
+        for a kind of ``NORMAL_KINDS`` of a model whose posterior or prior is not normal.
 
     Example:
       >>> make_plot("runs/dsprites-tcvae-beta6-mlp-seed0", "traversals", gif=True)
@@ -550,6 +555,11 @@ def make_plot(ref, kind, out=None, value_range=None, steps=None, num_images=None
         raise ValueError(f"max latents must be a positive integer, got {max_latents!r}")
 
     evaluable = evaluation.load_evaluable(ref, zoo_root=zoo_root, version=version)
+    if kind in NORMAL_KINDS:
+        others = " and ".join(other for other in KINDS if other not in NORMAL_KINDS)
+        evaluation.check_normal_families(
+            evaluable, f"{kind} sort the latents by a closed-form KL that assumes normal "
+                       f"ones ({others} do not)")
     dataset = evaluation.load_evaluation_dataset(evaluable, source=source, data_path=data_path,
                                                  echo=echo)
     out = os.fspath(out) if out is not None else default_output(evaluable, kind)

@@ -449,8 +449,59 @@ def test_a_factor_without_a_mig_is_refused(run):
     result = CliRunner().invoke(cli, ["evaluate", str(run[0]), "--metric", "sap", "--factor",
                                       "pos_x", "--quiet"])
     assert result.exit_code == 1, result.output
-    assert ("factors choose the factors of the headline MIG, but neither mig_sampling nor "
-            "mig_histogram is computed") in result.output
+    assert result.output == ("Error: --factor is only used by mig_sampling and mig_histogram, "
+                             "neither of which is computed\n")
+    with pytest.raises(ValueError, match="the factors argument is only used by mig_sampling"):
+        evaluation.evaluate(str(run[0]), metrics=["sap"], factors=["pos_x"])
+
+
+# Runs `tcvae-tf evaluate` in a fresh interpreter; prints its output and whether it imported
+# TensorFlow.
+EVALUATE_SCRIPT = """
+import sys
+from click.testing import CliRunner
+from tcvae_tf.cli.main import cli
+result = CliRunner().invoke(cli, ["evaluate", *sys.argv[1:]])
+print(result.exit_code, "tensorflow" in sys.modules, result.output.strip())
+"""
+
+
+@pytest.mark.parametrize("arguments,message", [
+    # a value equal to the default, given on the command line, is refused too
+    (["--metric", "sap", "--num-samples", "10000"],
+     "--num-samples is only used by mig_sampling and elbo, neither of which is computed"),
+    (["--metric", "mig_sampling", "--metric", "dci", "--log-likelihood-images", "50"],
+     "--log-likelihood-images is only used by elbo, which is not computed"),
+    (["--metric", "elbo", "--num-samples", "50", "--factor", "pos_x"],
+     "--factor is only used by mig_sampling and mig_histogram, neither of which is computed"),
+])
+def test_options_no_chosen_metric_reads_are_refused_before_anything_loads(tmp_path, arguments,
+                                                                          message):
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-c", EVALUATE_SCRIPT, str(tmp_path / "no-run"), *arguments,
+         "--zoo-root", str(tmp_path / "zoo"), "--quiet"],
+        capture_output=True, text=True, timeout=120, check=True)
+    assert completed.stdout.strip().splitlines()[-1] == f"1 False Error: {message}"
+
+
+@pytest.mark.parametrize("arguments", [
+    [],  # the default set reads every such option
+    ["--metric", "all"],
+    ["--metric", "mig_histogram", "--factor", "pos_x"],
+    ["--metric", "elbo", "--num-samples", "50", "--log-likelihood-images", "50"],
+    ["--metric", "sap"],  # the options at their defaults are not refused
+])
+def test_options_a_chosen_metric_reads_are_accepted(tmp_path, arguments):
+    if not arguments or arguments[1] == "all":
+        arguments = [*arguments, "--num-samples", "50", "--log-likelihood-images", "50",
+                     "--factor", "pos_x"]
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "no-run"), *arguments,
+                                      "--zoo-root", str(tmp_path / "zoo"), "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert "is neither a run folder nor a zoo model" in result.output  # past the check
 
 
 def test_json_that_cannot_be_written_fails_before_the_evaluation(run, tmp_path, monkeypatch):

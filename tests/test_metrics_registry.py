@@ -185,6 +185,61 @@ def test_a_new_metric_is_one_registry_entry(toy, monkeypatch):
     assert dataclasses.replace(entry, default=True).default
 
 
+# The MetricInputs attribute through which each of evaluation.METRIC_ARGUMENTS reaches the
+# metrics.
+ARGUMENT_INPUTS = {"num_samples": "num_samples", "log_likelihood_images": "log_likelihood",
+                   "factors": "headline_factors"}
+
+
+def test_the_arguments_of_some_metrics_name_every_metric_that_reads_them(toy):
+    """evaluate refuses such an argument when no chosen metric is listed for it: the lists
+    must hold exactly the metrics that read it, and the default set reads every one."""
+    dataset, loc, log_scale = toy
+    read = set()
+
+    class RecordingInputs(registry.MetricInputs):
+        def __getattribute__(self, name):
+            read.add(name)
+            return super().__getattribute__(name)
+
+    settings = registry.check_options(SMALL, registry.ALL_METRICS)
+    readers = {attribute: set() for attribute in ARGUMENT_INPUTS.values()}
+    for name in registry.ALL_METRICS:
+        inputs = RecordingInputs(
+            dataset.factor_classes, dataset.factor_names, utils.RowEncoder(dataset, codes=loc),
+            [0, 1, 2], num_samples=200, loc=loc, log_scale=log_scale,
+            log_likelihood=np.full(len(loc), -10.0), dataset=dataset)
+        read.clear()
+        registry.get(name).compute(inputs, **settings[name])
+        for attribute in readers:
+            if attribute in read:
+                readers[attribute].add(name)
+    assert set(evaluation.METRIC_ARGUMENTS) == set(ARGUMENT_INPUTS)
+    for argument, users in evaluation.METRIC_ARGUMENTS.items():
+        assert set(users) == readers[ARGUMENT_INPUTS[argument]], argument
+    # every argument is accepted by the default set and by "all"
+    evaluation.check_metric_arguments(evaluation.METRICS, list(evaluation.METRIC_ARGUMENTS))
+    evaluation.check_metric_arguments("all", list(evaluation.METRIC_ARGUMENTS))
+
+
+@pytest.mark.parametrize("metrics,given,message", [
+    (["sap"], ["num_samples"], "the num_samples argument is only used by mig_sampling and "
+                               "elbo, neither of which is computed"),
+    (["mig_sampling", "dci"], ["log_likelihood_images"],
+     "the log_likelihood_images argument is only used by elbo, which is not computed"),
+    (["elbo"], ["num_samples", "factors"], "the factors argument is only used by mig_sampling "
+                                           "and mig_histogram, neither of which is computed"),
+])
+def test_an_argument_no_chosen_metric_reads_is_refused(metrics, given, message):
+    with pytest.raises(ValueError) as error:
+        evaluation.check_metric_arguments(metrics, given)
+    assert str(error.value) == message
+    label = {name: f"--{name}" for name in given}
+    with pytest.raises(ValueError, match=f"^--{message.split()[1]} is only used by"):
+        evaluation.check_metric_arguments(metrics, given, label)
+    evaluation.check_metric_arguments(metrics, [])  # nothing given: nothing refused
+
+
 @pytest.mark.parametrize("num_rows,num_train,num_test", [(100, 60, 40), (1000, 30, 20),
                                                            (24, 200, 100), (2, 5, 5)])
 def test_training_and_test_samples_share_no_image(num_rows, num_train, num_test):

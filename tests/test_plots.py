@@ -248,6 +248,48 @@ def test_latent_factors_of_another_dataset_fail_before_encoding(run_dir, dataset
     assert stages == []
 
 
+@pytest.fixture(params=[("laplace", "normal"), ("normal", "laplace")],
+                ids=lambda families: "-".join(families))
+def non_normal_run(run_dir, monkeypatch, request):
+    """The run folder, loaded as an untrained model with a laplace posterior or prior."""
+    posterior, prior = request.param
+    model = BetaTCVAE(latent_dim=3, arch="burgess", dataset_size=64, posterior=posterior,
+                      prior=prior)
+    evaluable = evaluation.load_run(str(run_dir), model=model)
+    monkeypatch.setattr(plots.evaluation, "load_evaluable", lambda ref, **kwargs: evaluable)
+    return run_dir, posterior, prior
+
+
+def test_traversals_of_a_non_normal_model_are_refused_before_the_data_loads(
+        non_normal_run, tmp_path, monkeypatch):
+    # The latents are sorted by a KL in closed form for a normal posterior and prior.
+    run_dir, posterior, prior = non_normal_run
+
+    def load_evaluation_dataset(*args, **kwargs):
+        raise AssertionError("the data loaded although the figure is refused")
+
+    monkeypatch.setattr(plots.evaluation, "load_evaluation_dataset", load_evaluation_dataset)
+    out = tmp_path / "traversals.png"
+    result = CliRunner().invoke(cli, ["plot", str(run_dir), "--out", str(out), "--gif",
+                                      "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert result.output == (f"Error: run has a {posterior} posterior and a {prior} prior; "
+                             f"traversals sort the latents by a closed-form KL that assumes "
+                             f"normal ones (reconstructions and latent-factors do not)\n")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("arguments", [["--kind", "reconstructions", "--num-images", "4"],
+                                       ["--kind", "latent-factors", "--num-images", "200"]])
+def test_other_kinds_of_a_non_normal_model_are_drawn(non_normal_run, tmp_path, arguments):
+    run_dir, _, _ = non_normal_run
+    out = tmp_path / "figure.png"
+    result = CliRunner().invoke(cli, ["plot", str(run_dir), *arguments, "--out", str(out),
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    check_png(out, min_size=(100, 100))
+
+
 def test_make_plot_argument_errors(run_dir):
     with pytest.raises(ValueError, match="unknown plot kind 'heatmap'"):
         plots.make_plot(run_dir, "heatmap")
