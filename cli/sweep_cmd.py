@@ -53,14 +53,16 @@ def parse_grid(specs, ctx=None):
 
 
 def sweep(dataset, grid, out, address, max_concurrent, cpus_per_trial, gpus_per_trial,
-          report, **train_options):
+          report, retry_failed, **train_options):
     """Train and evaluate every point of a grid of `train` settings, on Ray Tune.
 
     Each trial is an ordinary run folder under --out, trained by the same code as
     `tcvae-tf train` and measured by the same code as `tcvae-tf evaluate` (plus the
     histogram MIG of the snapshots that --keep-every keeps). Every other option of
     `train` is fixed for all trials. Run the same command again to resume: finished trials
-    are skipped, unfinished ones continue from their last checkpoint. --out gets
+    are skipped, unfinished ones continue from their last checkpoint. A trial whose loss
+    became non-finite is failed at once, not retried (it would fail at the same step
+    again), and stays failed on a rerun unless --retry-failed. --out gets
     results.csv, results.json, curves.csv, summary.png and report.md, rewritten after each
     trial; the same command with --report only rewrites them from the run folders as they
     are.
@@ -80,7 +82,8 @@ def sweep(dataset, grid, out, address, max_concurrent, cpus_per_trial, gpus_per_
         sweep_lib.run(dataset, grid, fixed, out, address=address,
                       max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial,
                       gpus_per_trial=gpus_per_trial, make_config=config_from_options,
-                      echo=lambda message: click.echo(message, err=True), report_only=report)
+                      echo=lambda message: click.echo(message, err=True), report_only=report,
+                      retry_failed=retry_failed)
     except (ValueError, OSError, training.TrainingError, sweep_lib.SweepError) as error:
         raise click.ClickException(str(error).splitlines()[0]) from None
 
@@ -106,6 +109,10 @@ _params = [
                  help="Only rewrite results.csv, results.json, curves.csv, summary.png and "
                       "report.md from the run folders as they are (nothing trains; safe "
                       "while the sweep runs)."),
+    click.Option(["--retry-failed"], is_flag=True,
+                 help="Also train the trials that failed in a way a retry repeats (a "
+                      "non-finite loss), which a rerun otherwise keeps as failed; each "
+                      "resumes from its last checkpoint."),
     *TRAIN_OPTIONS.values(),
 ]
 sweep = click.Command("sweep", callback=sweep, params=_params, help=sweep.__doc__)

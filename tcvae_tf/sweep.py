@@ -3,7 +3,8 @@
 ```none
 sweep(dataset, grid, fixed, out)
   trials = cross product of the grid      one ordinary run folder each: out/<name-value_...>
-  finished trials (trial.json) are skipped; the others train (or resume) in Ray workers:
+  finished trials (trial.json) are skipped, and so are failed ones whose failure repeats;
+  the others train (or resume) in Ray workers:
     training.train(config)                the same code as `tcvae-tf train`
     evaluation.evaluate(run)              the same code as `tcvae-tf evaluate`
     curves.update_curve(run)              histogram MIG of the kept snapshots
@@ -15,6 +16,13 @@ way (Ctrl-C, SIGKILL, the machine's end) resumes by running the same command aga
 finished trials are neither retrained nor re-evaluated, unfinished ones continue from
 their last checkpoint. ``out/sweep.json`` records the grid and the fixed options; a
 different grid or option into the same folder is refused.
+
+A trial that dies (its worker killed, out of memory) is retried from its last checkpoint.
+One whose training stopped on a non-finite loss is not: a retry resumes from the same
+checkpoint with the same seed and fails at the same step. Its trial.json records the
+failure as one that repeats, and a rerun keeps the trial as failed unless asked to retry
+it (``retry_failed``); trial.json files of earlier versions record no such failure, so
+their failed trials resume as they always did.
 
 Ray is imported only when trials have to run (``pip install "tcvae-tf[sweep]"``).
 
@@ -69,7 +77,7 @@ METRIC_COLUMNS = (
     ("dci_disentanglement", "dci", "disentanglement"),
 )
 STATUS_COLUMNS = ("status", "steps", "total_steps")
-TAIL_COLUMNS = ("seconds", "run")
+TAIL_COLUMNS = ("seconds", "run", "error")
 
 
 class _EngineFailure(RuntimeError):
@@ -228,17 +236,46 @@ def is_finished(trial):
     return bool(record) and record.get("status") == "finished"
 
 
+def fails_again(error):
+    """True when a retry of the trial would fail the same way: its training stopped on a
+    non-finite loss (a retry resumes from the same checkpoint with the same seed)."""
+    from tcvae_tf.training import NonFiniteLoss
+
+    return isinstance(error, NonFiniteLoss)
+
+
+def repeated_failure(trial):
+    """The recorded error of a trial whose failure repeats when retried (see
+    ``fails_again``), else None; trial.json files of earlier versions record none."""
+    record = runs.read_trial(trial.run_dir) or {}
+    if record.get("status") == "failed" and record.get("repeats"):
+        return record.get("error") or "failed"
+    return None
+
+
+def to_run(trials, retry_failed=False):
+    """The trials that a run of the sweep trains: the unfinished ones, except those whose
+    failure repeats (unless ``retry_failed``)."""
+    return [trial for trial in trials if not is_finished(trial)
+            and (retry_failed or repeated_failure(trial) is None)]
+
+
 def run_trial(config_dict, report=None, log=None):
     """Trains (or resumes), evaluates and records one trial; the body of a Ray trial.
 
     Args:
       config_dict: the trial's TrainConfig as a dict (``out`` is its run folder).
       report: optional callable(dict) told of progress after each checkpoint window and
-        of the final row.
+        of the end: the final row, or the error (``error``) of a failure that repeats.
       log: optional callable(str) for one-line messages.
 
     Returns:
       The trial's record (what trial.json holds).
+
+    Raises:
+      Whatever the training or the evaluation raised, after recording it in trial.json
+      (``status`` failed, or stopped for an interruption, and ``error``, its first line;
+      ``repeats`` true when ``fails_again``).
     """
     from tcvae_tf import curves, evaluation, training
 
@@ -269,7 +306,12 @@ def run_trial(config_dict, report=None, log=None):
         record.update(status="failed" if isinstance(error, Exception) else "stopped",
                       error=message,
                       seconds=round(seconds + time.perf_counter() - started, 1))
+        if fails_again(error):
+            record["repeats"] = True
         runs.write_trial(run_dir, record)
+        if record.get("repeats") and report is not None:
+            report({"step": record.get("steps", 0), "total_steps": record.get("total_steps", 0),
+                    "images_per_second": 0.0, "done": True, "error": message})
         raise
     steps = int(runs.read_config(run_dir).get("total_steps", 0))
     record.update(status="finished", steps=steps, total_steps=steps, error=None,
@@ -285,7 +327,8 @@ def run_trial(config_dict, report=None, log=None):
 
 
 def result_rows(trials, out):
-    """One dict per trial: grid values, status, steps, the metrics, seconds, run folder."""
+    """One dict per trial: grid values, status, steps, the metrics, seconds, run folder and
+    the error of a trial that failed (the sweep folder in it relative)."""
     rows = []
     for trial in trials:
         row = trial.shown_values
@@ -299,6 +342,8 @@ def result_rows(trials, out):
             row[column] = ((metrics or {}).get(section) or {}).get(key)
         row["seconds"] = record.get("seconds")
         row["run"] = os.path.relpath(trial.run_dir, out)
+        error = record.get("error") if row["status"] != "finished" else None
+        row["error"] = error.replace(out + os.sep, "") if error else None
         rows.append(row)
     return rows
 
@@ -310,7 +355,7 @@ def _csv_text(rows, columns):
         if isinstance(value, float):
             return f"{value:.6g}"
         text = str(value)
-        return f'"{text}"' if "," in text else text
+        return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
 
     lines = [",".join(columns)]
     lines += [",".join(cell(row.get(column)) for column in columns) for row in rows]
@@ -340,10 +385,11 @@ REPORT_COLUMNS = ("mig_sampling", "mig_histogram", "log_likelihood", "kl",
 def report(rows, grid, seed_name="seed"):
     """report.md: the per-trial table, mean +/- sd per group and, with two groups, how far
     apart their MIGs are in units of the seed-to-seed spread. Trials that did not finish
-    are named with their status."""
+    are named with their status (and the error of a failed one)."""
     finished = sum(row["status"] == "finished" for row in rows)
     per_trial, per_group = markdown_tables(rows, grid, REPORT_COLUMNS, seed_name)
-    unfinished = [", ".join(f"{name}={row[name]}" for name in grid) + f" ({row['status']})"
+    unfinished = [", ".join(f"{name}={row[name]}" for name in grid) + f" ({row['status']}"
+                  + (f": {row['error']})" if row.get("error") else ")")
                   for row in rows if row["status"] != "finished"]
     missing = (f" Not finished, so in no table below: {'; '.join(unfinished)}."
                if unfinished else "")
@@ -520,13 +566,24 @@ def separation(rows, grid, column, first, second, seed_name="seed"):
     """How far apart two groups' means of ``column`` are over seeds.
 
     Returns:
-      A dict: both means and sample standard deviations, the difference of the means,
-      the pooled standard deviation sqrt((sd1^2 + sd2^2) / 2), the difference in units of
-      it, and Welch's t statistic (difference / sqrt(sd1^2/n1 + sd2^2/n2)).
+      A dict: both means, sample standard deviations and counts, the difference of the
+      means, the pooled standard deviation, the difference in units of it, and Welch's t
+      statistic:
+
+      ```none
+      pooled_sd = sqrt(((n1 - 1) sd1^2 + (n2 - 1) sd2^2) / (n1 + n2 - 2))
+      welch_t   = (mean1 - mean2) / sqrt(sd1^2 / n1 + sd2^2 / n2)
+      ```
+
+      (with n1 == n2 the pooled sd is sqrt((sd1^2 + sd2^2) / 2)). A group of one value
+      adds no term to the pooled sd, which needs three values in all; Welch's t needs two
+      in each group (else nan).
     """
     statistics = group_statistics(rows, grid, column, seed_name)
     (mean1, sd1, n1), (mean2, sd2, n2) = statistics[first], statistics[second]
-    pooled = math.sqrt((sd1 ** 2 + sd2 ** 2) / 2)
+    # the sums of squared deviations from each group's mean, over n1 + n2 - 2 degrees of freedom
+    squares = sum((n - 1) * sd ** 2 for sd, n in ((sd1, n1), (sd2, n2)) if n > 1)
+    pooled = math.sqrt(squares / (n1 + n2 - 2)) if n1 + n2 > 2 else float("nan")
     spread = math.sqrt(sd1 ** 2 / n1 + sd2 ** 2 / n2)
     difference = mean1 - mean2
     return {"mean": (mean1, mean2), "sd": (sd1, sd2), "n": (n1, n2),
@@ -598,7 +655,10 @@ class _Progress:
     def trial_line(self, name, report):
         self.state[name] = report
         step, total = report["step"], report["total_steps"]
-        if report.get("done"):
+        if report.get("error"):
+            self.echo(f"[{name}] failed: {report['error']}; not retried, since it would fail "
+                      f"the same way again")
+        elif report.get("done"):
             self.echo(f"[{name}] finished and evaluated ({total} steps)")
         else:
             rate = report.get("images_per_second") or 0.0
@@ -613,7 +673,8 @@ class _Progress:
 
 
 def run(dataset, grid, fixed, out, address=None, max_concurrent=None, cpus_per_trial=None,
-        gpus_per_trial=0, make_config=None, echo=print, report_only=False):
+        gpus_per_trial=0, make_config=None, echo=print, report_only=False,
+        retry_failed=False):
     """Runs (or resumes) a sweep; see the module docstring.
 
     Args:
@@ -634,6 +695,8 @@ def run(dataset, grid, fixed, out, address=None, max_concurrent=None, cpus_per_t
         the sweep runs elsewhere, or to see an interrupted one), after measuring the
         snapshots of unfinished trials not yet in their curves; nothing trains, Ray is not
         started, and unfinished trials are no error.
+      retry_failed: also train the trials whose failure repeats (see ``fails_again``),
+        which a rerun otherwise keeps as failed; each resumes from its last checkpoint.
 
     Returns:
       The result rows (see ``result_rows``).
@@ -645,18 +708,26 @@ def run(dataset, grid, fixed, out, address=None, max_concurrent=None, cpus_per_t
     out = os.path.abspath(out)
     trials = plan(dataset, grid, fixed, out, make_config)
     claim_folder(out, dataset, grid, fixed)
-    pending = [trial for trial in trials if not is_finished(trial)]
-    done = len(trials) - len(pending)
-    echo(f"sweep {out}: {len(trials)} trials, {done} finished, {len(pending)} to run")
+    unfinished = [trial for trial in trials if not is_finished(trial)]
+    pending = to_run(trials, retry_failed)
+    names = {trial.name for trial in pending}
+    kept = [trial for trial in unfinished if trial.name not in names]
+    done = len(trials) - len(unfinished)
+    echo(f"sweep {out}: {len(trials)} trials, {done} finished, "
+         + (f"{len(kept)} failed earlier, " if kept else "") + f"{len(pending)} to run")
     if report_only:
-        _measure_new_snapshots(pending, echo)
+        _measure_new_snapshots(unfinished, echo)
     rows = write_results(trials, out, grid)
     if report_only:
         for row in rows:
             total = f"/{row['total_steps']}" if row.get("total_steps") else ""
-            echo(f"[{row['run']}] {row['status']}, step {row['steps']}{total}")
+            error = f" ({row['error']})" if row.get("error") else ""
+            echo(f"[{row['run']}] {row['status']}, step {row['steps']}{total}{error}")
         echo(f"results rewritten: {os.path.join(out, RESULTS_CSV)}")
         return rows
+    for trial in kept:
+        echo(f"[{trial.name}] failed earlier ({repeated_failure(trial)}); kept as failed, "
+             f"since it would fail the same way again (--retry-failed trains it again)")
     for restart in range(MAX_RESTARTS + 1):
         if not pending:
             break
@@ -665,7 +736,7 @@ def run(dataset, grid, fixed, out, address=None, max_concurrent=None, cpus_per_t
                           cpus_per_trial, gpus_per_trial, echo)
             break
         except _EngineFailure as error:
-            pending = [trial for trial in trials if not is_finished(trial)]
+            pending = to_run(trials, retry_failed)
             if restart == MAX_RESTARTS:
                 write_results(trials, out, grid)
                 raise SweepError(f"Ray Tune failed {MAX_RESTARTS + 1} times ({error}); "
@@ -679,8 +750,18 @@ def run(dataset, grid, fixed, out, address=None, max_concurrent=None, cpus_per_t
     if failed:
         record = runs.read_trial(os.path.join(out, failed[0])) or {}
         why = record.get("error") or record.get("status") or "not started"
+        repeating = sum(repeated_failure(trial) is not None for trial in trials)
+        if not repeating:
+            advice = "run the same command again to resume them"
+        elif repeating == len(failed):
+            advice = ("they would fail the same way again, so a rerun keeps them as failed "
+                      "(--retry-failed trains them again)")
+        else:
+            advice = (f"run the same command again to resume the other "
+                      f"{len(failed) - repeating} ({repeating} would fail the same way again "
+                      f"and stay failed without --retry-failed)")
         raise SweepError(f"{len(failed)} of {len(rows)} trials did not finish ({failed[0]}: "
-                         f"{why}); run the same command again to resume them")
+                         f"{why}); {advice}")
     echo(f"sweep finished: {os.path.join(out, RESULTS_CSV)}")
     return rows
 
@@ -761,7 +842,13 @@ def _trainable(config):
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
-    run_trial(config["train"], report=lambda metrics: tune.report(metrics))
+    try:
+        run_trial(config["train"], report=lambda metrics: tune.report(metrics))
+    except Exception as error:
+        if not fails_again(error):
+            raise  # Ray Tune retries the trial (``MAX_FAILURES``)
+        # Recorded in trial.json and reported as the end; ending normally, the trial is not
+        # retried.
 
 
 def _run_with_ray(trials, pending, out, grid, address, max_concurrent, cpus_per_trial,
@@ -831,7 +918,8 @@ def _run_with_ray(trials, pending, out, grid, address, max_concurrent, cpus_per_
                 name=f"sweep-{int(time.time())}", storage_path=os.path.join(out, RAY_DIR),
                 verbose=0, callbacks=[Reporter()],
                 # A trial killed from outside (e.g. by Ray's memory monitor) is retried;
-                # it resumes from its checkpoint.
+                # it resumes from its checkpoint. One whose failure repeats ends normally
+                # (``_trainable``) and is not.
                 failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)))
         try:
             tuner.fit()

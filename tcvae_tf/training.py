@@ -33,6 +33,11 @@ PRECISIONS = choices.PRECISIONS
 TrainingError = runs.RunError
 
 
+class NonFiniteLoss(TrainingError):
+    """The loss became NaN or infinite. Resuming from the last checkpoint with the same
+    seed replays the same batches and noise, so it fails at the same step again."""
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything that defines a training run (stored in the run's config.json).
@@ -269,7 +274,7 @@ def _make_callbacks(run_dir, config, start_step, total_steps, verbose, stream, o
                         f"{os.path.join(run_dir, CHECKPOINT_FILE)}"
                         if runs.has_checkpoint(run_dir) else "no checkpoint was written yet")
                 self.end_line()
-                raise TrainingError(f"non-finite loss ({float(loss)}) at step {self.step}; "
+                raise NonFiniteLoss(f"non-finite loss ({float(loss)}) at step {self.step}; "
                                     f"{kept}")
             now = time.perf_counter()
             if self.interactive and now - self.last_draw > 0.5:

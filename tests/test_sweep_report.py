@@ -4,6 +4,7 @@ import math
 import os
 import statistics
 
+import numpy as np
 import pytest
 
 from tcvae_tf import runs, sweep
@@ -24,13 +25,42 @@ def test_report_numbers_match_a_brute_force_computation_when_a_seed_failed():
     mean_a, mean_b = statistics.mean(a), statistics.mean(b)
     sd_a, sd_b = statistics.stdev(a), statistics.stdev(b)
     difference = mean_a - mean_b
-    pooled = math.sqrt((sd_a ** 2 + sd_b ** 2) / 2)
+    pooled = math.sqrt((2 * sd_a ** 2 + sd_b ** 2) / 3)
     welch = difference / math.sqrt(sd_a ** 2 / 3 + sd_b ** 2 / 2)
     assert f"| tcvae | {mean_a:.4g} +/- {sd_a:.2g} (n=3) |" in text
     assert f"| betavae | {mean_b:.4g} +/- {sd_b:.2g} (n=2) |" in text
     assert (f"- mig_sampling: objective=tcvae minus objective=betavae = {difference:.4g}, "
             f"{difference / pooled:.3g} pooled sd (pooled sd {pooled:.3g}); Welch t = "
             f"{welch:.3g} (n = 3, 2)") in text
+
+
+@pytest.mark.parametrize("a,b", [
+    ([0.52, 0.44, 0.57, 0.61, 0.49], [0.39, 0.43]),
+    ([0.31, 0.35], [0.42, 0.47, 0.40, 0.38]),
+    ([0.52, 0.44, 0.57], [0.39, 0.43, 0.41]),
+])
+def test_pooled_sd_weights_each_group_by_its_seeds(a, b):
+    rows = _rows({"tcvae": a, "betavae": b})
+    found = sweep.separation(rows, list(GRID), "mig_sampling", "objective=tcvae",
+                             "objective=betavae")
+    # brute force: the squared deviations from each group's mean over n1 + n2 - 2
+    deviations = np.concatenate([np.subtract(a, np.mean(a)), np.subtract(b, np.mean(b))])
+    pooled = np.sqrt(np.sum(deviations ** 2) / (len(a) + len(b) - 2))
+    assert found["pooled_sd"] == pytest.approx(pooled, rel=1e-12)
+    assert found["difference_in_sd"] == pytest.approx((np.mean(a) - np.mean(b)) / pooled,
+                                                      rel=1e-12)
+    welch = (np.mean(a) - np.mean(b)) / np.sqrt(np.var(a, ddof=1) / len(a)
+                                                + np.var(b, ddof=1) / len(b))
+    assert found["welch_t"] == pytest.approx(welch, rel=1e-12)
+    if len(a) == len(b):  # the mean of the two variances
+        assert pooled == pytest.approx(np.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2))
+    else:
+        assert pooled != pytest.approx(np.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2))
+    # a group of one seed adds no term; Welch's t needs two in each group
+    found = sweep.separation(_rows({"tcvae": a[:1], "betavae": b}), list(GRID),
+                             "mig_sampling", "objective=tcvae", "objective=betavae")
+    assert found["pooled_sd"] == pytest.approx(np.std(b, ddof=1), rel=1e-12)
+    assert math.isnan(found["welch_t"])
 
 
 def test_report_names_the_trials_that_did_not_finish():
