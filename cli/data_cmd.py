@@ -89,6 +89,9 @@ def data(dataset, source, data_path, cache_dir, out, seed):
     if dataset not in data_lib.available_datasets():
         raise click.ClickException(f"unknown dataset {dataset!r}; available: "
                                    f"{', '.join(data_lib.available_datasets())}")
+    if out is not None and not out.lower().endswith(".png"):
+        raise click.ClickException(f"{out}: the samples are a PNG; give a file name ending in "
+                                   f".png")
     kwargs = dict(log=lambda message: click.echo(message, err=True))
     if cache_dir is not None:
         kwargs["cache_dir"] = cache_dir

@@ -7,6 +7,9 @@ from tcvae_tf import plots
 from .evaluate_cmd import StageProgress, echo, fail, user_errors
 from .options import model_reference_options
 
+# The default figure names, one per kind: traversals.png, reconstructions.png, ...
+DEFAULT_NAMES = ", ".join(f"{name}.png" for name in plots.FILE_NAMES.values())
+
 
 @click.command()
 @click.argument("ref", metavar="RUN_OR_ZOO_NAME")
@@ -14,8 +17,9 @@ from .options import model_reference_options
               help="traversals: each latent swept from seed images; reconstructions: inputs "
                    "and reconstructions; latent-factors: latents versus the dSprites factors.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
-              help="PNG to write, a name ending in .png [default: KIND.png in the run folder; "
-                   "NAME-vVERSION-KIND.png in the current folder for zoo models].")
+              help=f"PNG to write, a name ending in .png [default, by kind: {DEFAULT_NAMES} "
+                   "in the run folder; for zoo models the same name after NAME-vVERSION- in "
+                   "the current folder].")
 @click.option("--range", "value_range", default=None,
               type=click.FloatRange(min=0, min_open=True),
               help="Traversals sweep each latent over [-RANGE, RANGE] [default: 3].")

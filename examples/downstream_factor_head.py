@@ -16,7 +16,7 @@ Usage:
 ```none
 python examples/downstream_factor_head.py --model dsprites-btcvae-b6 --factor pos_x
 python examples/downstream_factor_head.py --model NAME --zoo-root /path/to/zoo \
-    --dataset dsprites-small --num-images 1000 --epochs 3
+    --num-images 1000 --epochs 3
 ```
 """
 
@@ -31,8 +31,9 @@ def parse_args(argv=None):
                         help="model version (default: the latest)")
     parser.add_argument("--zoo-root", default=None,
                         help="zoo folder (default: $TCVAE_TF_ZOO, else the repository's zoo/)")
-    parser.add_argument("--dataset", default="dsprites",
-                        help="ground-truth dataset (dsprites, dsprites-small)")
+    parser.add_argument("--dataset", default=None,
+                        help="ground-truth dataset (dsprites, dsprites-small; default: the one "
+                             "the model was trained on, from its card)")
     parser.add_argument("--factor", default="pos_x",
                         help="factor to predict: shape, scale, orientation, pos_x or pos_y")
     parser.add_argument("--latents", default="mean", choices=("mean", "sample"),
@@ -64,7 +65,10 @@ def main(argv=None):
 
     try:
         entry = zoo.card_entry(args.model, args.version, args.zoo_root)
-        dataset = data.load_dataset(args.dataset)
+        name = args.dataset or (entry.get("dataset") or {}).get("name")
+        if name is None:
+            raise ValueError(f"the card of {args.model} names no dataset; give --dataset")
+        dataset = data.load_dataset(name)
     except (LookupError, ValueError, OSError) as error:
         sys.exit(f"error: {error}")
     if args.factor not in dataset.factor_names:

@@ -927,7 +927,10 @@ def format_summary(result):
     settings = settings_rows(result)
     if settings:
         seconds = result.get("seconds") or {}
-        label_width = max(len(label) for label, _, _ in settings) + 2
+        labels = [label for label, _, _ in settings]
+        if "encode" in seconds:
+            labels.append("encoding")
+        label_width = max(len(label) for label in labels) + 2
         lines.append("-" * (width + 12))
         if "encode" in seconds:
             encoded = seconds.get("images_encoded", data.get("num_images"))

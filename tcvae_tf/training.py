@@ -385,6 +385,8 @@ def resolve_run(config, resume=False, overwrite=False):
 
     size = known_size(config.dataset)
     if size is not None:
+        if not resume:
+            _check_subset_fits(config, size, config.dataset)
         _check_batch_fits(config, min(size, config.subset or size), config.dataset)
     return run_dir, config
 
@@ -395,11 +397,21 @@ def _check_batch_fits(config, num_images, name):
                             f"of {name}; give --batch-size {num_images} or less")
 
 
-def _load_training_data(config, echo):
+def _check_subset_fits(config, num_images, name):
+    # Only new runs are checked: a run written before this check may store a larger subset,
+    # which has always meant every image, and it resumes as it trained.
+    if config.subset is not None and config.subset > num_images:
+        raise TrainingError(f"--subset {config.subset} exceeds the {num_images} images of "
+                            f"{name}; give --subset {num_images} or less")
+
+
+def _load_training_data(config, echo, new_run=True):
     from tcvae_tf import data as data_lib
 
     dataset = data_lib.load_dataset(config.dataset, source=config.source,
                                     path=config.data_path, log=echo)
+    if new_run:
+        _check_subset_fits(config, dataset.num_images, dataset.name)
     if config.subset is not None and config.subset < dataset.num_images:
         import numpy as np
 
@@ -489,7 +501,7 @@ def _train(config, resume, overwrite, verbose, echo, stream, on_window, strategy
     stale = runs.remove_temporaries(run_dir)
     if stale:
         echo(f"removed {len(stale)} unfinished temporary file(s) of an interrupted write")
-    dataset = _load_training_data(config, echo)
+    dataset = _load_training_data(config, echo, new_run=not resume)
     total_steps = config.total_steps(dataset.num_images)
 
     _set_precision(config.precision)

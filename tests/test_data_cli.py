@@ -51,6 +51,15 @@ def test_default_png_name_in_the_current_folder(runner, tmp_path, monkeypatch):
     assert (tmp_path / "dsprites-small_samples.png").is_file()
 
 
+def test_an_out_that_is_not_a_png_is_refused_before_loading(runner, tmp_path):
+    out = tmp_path / "grid.jpg"
+    result = runner.invoke(data_cmd.data, ["dsprites-small", "--out", str(out)])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"Error: {out}: the samples are a PNG; give a file name ending in .png"]
+    assert not out.exists()
+
+
 def test_unknown_dataset_is_a_one_line_error(runner):
     result = runner.invoke(data_cmd.data, ["mnist"])
     assert result.exit_code == 1

@@ -375,6 +375,16 @@ def test_format_summary_of_a_partial_result():
     assert text.endswith("note: trained on the official source, evaluated on rendered")
 
 
+def test_format_summary_leaves_a_space_after_every_label():
+    result = {"model": {"ref": "r", "kind": "run"},
+              "data": {"name": "d", "source": "rendered", "num_images": 1536},
+              "sap": {"sap": 0.1}, "dci": {"disentanglement": 0.2},
+              "seconds": {"encode": 0.9, "images_encoded": 1536, "sap": 1.0, "dci": 2.0}}
+    lines = evaluation.format_summary(result).splitlines()
+    assert "encoding  1536 images in 0.9 s" in lines
+    assert any(line.startswith("SAP       ") for line in lines)
+
+
 # -- the standard metrics and the registry ------------------------------------------------------
 
 SMALL_SETTINGS = ["dci.num_train=300", "dci.num_test=100", "sap.num_train=300",

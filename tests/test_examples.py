@@ -60,6 +60,20 @@ def test_downstream_factor_head(tiny_zoo, capsys):
     assert accuracy > 1.5 / 8
 
 
+def test_downstream_factor_head_defaults_to_the_models_dataset(tiny_zoo, monkeypatch):
+    example = load_example("downstream_factor_head")
+    loaded = []
+
+    def load_dataset(name, **kwargs):
+        loaded.append(name)
+        raise OSError("not loaded in this test")
+
+    monkeypatch.setattr(data, "load_dataset", load_dataset)
+    with pytest.raises(SystemExit, match="not loaded in this test"):
+        example.main(["--model", "tiny", "--zoo-root", str(tiny_zoo)])
+    assert loaded == ["dsprites-small"]
+
+
 def test_downstream_factor_head_reports_bad_input(tiny_zoo):
     example = load_example("downstream_factor_head")
     with pytest.raises(SystemExit, match="unknown model 'nope'.*holds: tiny"):

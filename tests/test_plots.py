@@ -178,6 +178,13 @@ def test_cli_reconstructions_count(run_dir, tmp_path):
         assert image.size[1] > 4 * 64
 
 
+def test_cli_help_names_the_default_file_of_each_kind():
+    result = CliRunner().invoke(cli, ["plot", "--help"])
+    text = " ".join(result.output.split())
+    assert all(f"{name}.png" in text for name in plots.FILE_NAMES.values()), text
+    assert "KIND.png" not in text
+
+
 def test_cli_zoo_model_writes_into_the_current_folder(run_dir, tmp_path, monkeypatch):
     root = tmp_path / "zoo"
     zoo.publish(run_dir, "tiny-plots", root=root)

@@ -144,6 +144,41 @@ def test_cli_trains_and_reports_errors(tmp_path):
     assert mss.exit_code == 1 and "at least 2" in mss.output
 
 
+def test_a_subset_larger_than_the_dataset_is_refused_before_training(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", "dsprites-small", "--subset", "5000",
+                                      "--batch-size", "32", "--steps", "2", "--out", str(out),
+                                      "--quiet"])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "Error: --subset 5000 exceeds the 1536 images of dsprites-small; give --subset 1536 "
+        "or less"]
+    assert not out.exists()
+    _, checked = training.resolve_run(_config(tmp_path, subset=1536))
+    assert checked.subset == 1536
+    # A dataset of no known size is checked once loaded, before anything is written.
+    from tcvae_tf.data import registry
+
+    monkeypatch.delitem(registry._SIZES, "dsprites-small")
+    with pytest.raises(TrainingError, match="--subset 1537 exceeds the 1536 images"):
+        training.train(_config(tmp_path, subset=1537), verbose=0, echo=lambda _: None)
+    assert not out.exists()
+
+
+def test_a_run_that_stored_a_subset_larger_than_the_dataset_still_resumes(tmp_path):
+    # Runs written before the subset was checked trained on every image; they resume so.
+    run_dir = training.train(_config(tmp_path, steps=2, checkpoint_every=2), verbose=0,
+                             echo=lambda _: None)
+    path = Path(run_dir, training.CONFIG_FILE)
+    record = json.loads(path.read_text())
+    record["train"]["subset"] = 5000
+    path.write_text(json.dumps(record))
+    messages = []
+    training.train(_config(tmp_path, steps=3), resume=True, verbose=0, echo=messages.append)
+    assert any("1536 images" in m for m in messages), messages
+    assert _history_steps(run_dir) == [2, 3]
+
+
 @pytest.mark.parametrize("objective,logged", [
     ("factorvae", {"tc_discriminator", "discriminator_accuracy", "discriminator_loss"}),
     ("dipvae2", {"dip_off_diagonal", "dip_diagonal"}),
